@@ -1,0 +1,66 @@
+"""The plugin contract, RoadRunner's in Python: name, weight, config class, init, serve, stop.
+
+Room: plugins. Imports server, pool, worker, clock, config and errors; never the supervisor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from rrd.clock import Clock, SystemClock
+from rrd.config import Config
+from rrd.server import Server
+from rrd.worker import WorkerInfo
+
+
+class Disabled(Exception):
+    """Raised by `init` when the plugin has nothing to do under this config (its section is absent)."""
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What a plugin is given at init: the config, the server to ask for pools, and the clock."""
+
+    config: Config
+    server: Server
+    clock: Clock = field(default_factory=SystemClock)
+
+    def section(self, name: str) -> Any:
+        """The plugin's parsed config section, or None when the file has none."""
+        return self.config.sections.get(name)
+
+
+class Plugin(ABC):
+    """A feature fed by config. Higher `weight` serves earlier and stops later."""
+
+    name: ClassVar[str]
+    weight: ClassVar[int] = 10
+    config_class: ClassVar[type | None] = None
+
+    @abstractmethod
+    def init(self, ctx: PluginContext) -> None:
+        """Read the config; raise Disabled when the section is absent."""
+
+    @abstractmethod
+    async def serve(self) -> None:
+        """Start serving (pools, timers) and return once running."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop serving and release every worker; return when they are gone."""
+
+
+@runtime_checkable
+class Resettable(Protocol):
+    """A plugin whose workers can be replaced on `rrd reset` / SIGHUP."""
+
+    async def reset(self) -> None: ...
+
+
+@runtime_checkable
+class Informer(Protocol):
+    """A plugin that can list its workers for `rrd workers`."""
+
+    def workers(self) -> list[WorkerInfo]: ...

@@ -1,0 +1,229 @@
+"""The ticker: every `ticker.interval`, one payload to a worker of its own pool.
+
+Room: plugins. The schedule (`Ticker`) knows only an exec callable and a Clock, so it runs on
+a fake clock in tests; `TickerPlugin` wires it to a pool.
+
+Every due tick is accounted for: it is sent, or skipped as late (the loop was behind) or as
+overlap (the previous one still ran); every sent tick completes or fails with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rrd.clock import Clock
+from rrd.config import Duration, PoolConfig, setting
+from rrd.errors import (
+    ConfigError,
+    ExecTimeout,
+    NoWorkers,
+    RrdError,
+    SoftJobError,
+    WorkerError,
+)
+from rrd.plugins.base import Disabled, Plugin, PluginContext
+from rrd.pool import Pool, Reply
+from rrd.protocol.control import Payload
+from rrd.worker import WorkerInfo
+
+log = logging.getLogger("rrd.ticker")
+
+DEFAULT_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class TickerConfig:
+    """The `ticker` section."""
+
+    interval: Duration = setting(
+        DEFAULT_INTERVAL, "Time between two ticks, as a Go duration; 0 means 1s.", minimum=0
+    )
+    exec_timeout: Duration = setting(
+        60.0, "Longest a worker may spend on one tick; past it the worker is killed and "
+        "replaced, so a hung worker never stops the clock.", minimum=0,
+    )
+    overlap: Literal["skip", "parallel"] = setting(
+        "skip", "What happens when a tick falls due while the previous one still runs: skip "
+        "it (counted), or run it in parallel, up to the pool's size.",
+    )
+    pool: PoolConfig = setting(PoolConfig(), "The ticker's worker pool, as RoadRunner's pool block.")
+
+
+@dataclass
+class TickerStats:
+    """What happened to every tick that fell due."""
+
+    sent: int = 0
+    completed: int = 0
+    skipped_late: int = 0
+    skipped_overlap: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short stable word for why a tick failed, for logs and counters."""
+    if isinstance(exc, SoftJobError):
+        return "soft_error"
+    if isinstance(exc, ExecTimeout):
+        return "timeout"
+    if isinstance(exc, NoWorkers):
+        return "no_worker"
+    if isinstance(exc, WorkerError):
+        return "crashed"
+    return "error"
+
+
+class Ticker:
+    """Tick k falls due at `t0 + k * interval` on the monotonic clock, however long execs take."""
+
+    def __init__(
+        self, exec_payload: Callable[[Payload], Awaitable[Reply]], *, interval: float,
+        clock: Clock, overlap: str = "skip", max_parallel: int = 1,
+    ) -> None:
+        self.exec_payload = exec_payload
+        self.interval = interval
+        self.clock = clock
+        self.overlap = overlap
+        self.max_parallel = max(1, max_parallel)
+        self.stats = TickerStats()
+        self.last_tick = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Send ticks until cancelled."""
+        start = self.clock.monotonic()
+        slot = 1
+        while True:
+            due = start + slot * self.interval
+            await self.clock.sleep_until(due)
+            behind = int((self.clock.monotonic() - due) // self.interval)
+            if behind > 0:
+                self.stats.skipped_late += behind
+                slot += behind
+                log.warning(
+                    f"the loop fell behind; skipped {behind} ticks",
+                    extra={"event": "ticker.skipped", "reason": "late", "count": behind,
+                           "plugin": "ticker"},
+                )
+            self.fire()
+            slot += 1
+
+    def fire(self) -> None:
+        """Send the next tick now, unless the overlap policy says to skip it."""
+        limit = 1 if self.overlap == "skip" else self.max_parallel
+        if len(self._in_flight) >= limit:
+            self.stats.skipped_overlap += 1
+            log.info(
+                "the previous tick still runs; skipped one",
+                extra={"event": "ticker.skipped", "reason": "overlap", "count": 1,
+                       "plugin": "ticker"},
+            )
+            return
+        tick = self.stats.sent
+        self.stats.sent += 1
+        payload = Payload(
+            body=json.dumps({"tick": tick}).encode(),
+            context=json.dumps({"lastTick": self.last_tick}).encode(),
+        )
+        self.last_tick = int(self.clock.wall())
+        task = asyncio.create_task(self._exec(tick, payload), name=f"tick-{tick}")
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _exec(self, tick: int, payload: Payload) -> None:
+        began = self.clock.monotonic()
+        try:
+            reply = await self.exec_payload(payload)
+        except RrdError as exc:
+            reason = failure_reason(exc)
+            self.stats.failed[reason] += 1
+            log.warning(
+                f"tick {tick} failed: {exc}",
+                extra={"event": "ticker.failed", "plugin": "ticker", "tick": tick,
+                       "reason": reason, "worker_pid": getattr(exc, "pid", None),
+                       "duration_ms": round((self.clock.monotonic() - began) * 1000, 1)},
+            )
+            return
+        self.stats.completed += 1
+        log.debug(
+            f"tick {tick} done",
+            extra={"event": "ticker.tick", "plugin": "ticker", "tick": tick,
+                   "worker_pid": reply.worker_pid,
+                   "duration_ms": round((self.clock.monotonic() - began) * 1000, 1)},
+        )
+
+    async def drain(self) -> None:
+        """Wait for the ticks in flight (they end by themselves: exec has a timeout)."""
+        if self._in_flight:
+            await asyncio.wait(self._in_flight)
+
+
+class TickerPlugin(Plugin):
+    """Feeds its pool one payload every interval; its workers see RR_MODE=ticker."""
+
+    name = "ticker"
+    weight = 10
+    config_class = TickerConfig
+
+    def init(self, ctx: PluginContext) -> None:
+        config: TickerConfig | None = ctx.section(self.name)
+        if config is None:
+            raise Disabled
+        if config.exec_timeout <= 0:
+            raise ConfigError(
+                "must be a positive duration: a tick without a timeout could stop the clock",
+                path=str(ctx.config.source), key="ticker.exec_timeout",
+            )
+        self.ctx = ctx
+        self.config = config
+        self.pool: Pool | None = None
+        self.ticker: Ticker | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def serve(self) -> None:
+        self.pool = pool = await self.ctx.server.new_pool(
+            self.name, self.config.pool, {"RR_MODE": "ticker"}
+        )
+        timeout = self.config.exec_timeout
+        self.ticker = Ticker(
+            lambda payload: pool.exec(payload, timeout=timeout),
+            interval=self.config.interval or DEFAULT_INTERVAL,
+            clock=self.ctx.clock, overlap=self.config.overlap, max_parallel=pool.size,
+        )
+        self._task = asyncio.create_task(self.ticker.run(), name="ticker")
+        log.info(
+            f"ticking every {self.ticker.interval:g}s",
+            extra={"event": "ticker.started", "plugin": self.name,
+                   "interval_s": self.ticker.interval, "overlap": self.config.overlap},
+        )
+
+    async def stop(self) -> None:
+        """Stop scheduling, let the tick in flight finish (within destroy_timeout), stop the pool."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.pool is not None:
+            await self.pool.destroy()
+        if self.ticker is not None:
+            await self.ticker.drain()
+            stats = self.ticker.stats
+            log.info(
+                f"ticker stopped after {stats.sent} ticks",
+                extra={"event": "ticker.stopped", "plugin": self.name, "sent": stats.sent,
+                       "completed": stats.completed, "failed": sum(stats.failed.values()),
+                       "skipped_late": stats.skipped_late,
+                       "skipped_overlap": stats.skipped_overlap},
+            )
+
+    async def reset(self) -> None:
+        if self.pool is not None:
+            await self.pool.reset()
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.pool.workers() if self.pool is not None else []

@@ -1,0 +1,113 @@
+"""Control messages and payload frames, as RoadRunner and spiral/roadrunner-worker exchange them.
+
+Room: protocol. Imports only `rrd.protocol.frame`, `rrd.errors` and the standard library.
+JSON here is compact (`{"pid":123}`): the PHP library expects exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from rrd.errors import FrameError
+from rrd.protocol.frame import Flag, Frame, preview
+
+CONTROL_JSON = Flag.CONTROL | Flag.CODEC_JSON
+STOP_JSON = b'{"stop":true}'
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What a worker is given and answers: body bytes plus context bytes (headers, metadata)."""
+
+    body: bytes = b""
+    context: bytes = b""
+
+    def json(self) -> Any:
+        """The body decoded as JSON."""
+        return json.loads(self.body)
+
+    def context_json(self) -> Any:
+        """The context decoded as JSON; an empty context is None."""
+        return json.loads(self.context) if self.context else None
+
+
+def _compact(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def pid_request(server_pid: int) -> Frame:
+    """The server's opening frame. The pid must be positive: the PHP library dies on 0."""
+    if type(server_pid) is not int or server_pid <= 0:
+        raise ValueError(f"server pid must be a positive int, not {server_pid!r}")
+    return Frame(_compact({"pid": server_pid}), CONTROL_JSON)
+
+
+def pid_reply(worker_pid: int) -> Frame:
+    """A worker's answer to the pid request (flags CONTROL, as the PHP library sends)."""
+    return Frame(_compact({"pid": worker_pid}), Flag.CONTROL)
+
+
+def stop_request() -> Frame:
+    """The server asks a worker to leave its loop and exit 0."""
+    return Frame(STOP_JSON, CONTROL_JSON)
+
+
+def parse_control(frame: Frame) -> dict[str, Any]:
+    """The JSON object a CONTROL frame carries; FrameError for anything else."""
+    if not frame.flags & Flag.CONTROL:
+        raise FrameError(f"expected a control frame, got flags 0x{int(frame.flags):02x}")
+    try:
+        message = json.loads(frame.payload)
+    except (ValueError, RecursionError):  # deep nesting is garbage too, not a crash of rrd
+        message = None
+    if not isinstance(message, dict):
+        raise FrameError(f"control frame is not a JSON object: {preview(frame.payload)}")
+    return message
+
+
+def parse_pid(frame: Frame) -> int:
+    """The positive pid in a `{"pid":N}` control frame; FrameError for anything else."""
+    pid = parse_control(frame).get("pid")
+    if type(pid) is not int or pid <= 0:
+        raise FrameError(f"control frame has no positive pid: {preview(frame.payload)}")
+    return pid
+
+
+def is_stop_request(frame: Frame) -> bool:
+    """True for the server's `{"stop":true}` control frame."""
+    if not frame.flags & Flag.CONTROL:
+        return False
+    try:
+        return parse_control(frame).get("stop") is True
+    except FrameError:
+        return False
+
+
+def payload_frame(payload: Payload, flags: Flag = Flag.NONE) -> Frame:
+    """An exec request or reply: one option, the context length; context then body."""
+    return Frame(payload.context + payload.body, flags, (len(payload.context),))
+
+
+def split_payload(frame: Frame) -> Payload:
+    """Context and body of a data frame; FrameError unless it has exactly one sane option."""
+    if len(frame.options) != 1:
+        raise FrameError(f"payload frame needs exactly 1 option, got {len(frame.options)}")
+    context_size = frame.options[0]
+    if context_size > len(frame.payload):
+        raise FrameError(
+            f"context length {context_size} exceeds the payload of {len(frame.payload)} bytes"
+        )
+    data = frame.payload
+    return Payload(body=data[context_size:], context=data[:context_size])
+
+
+def retire_reply() -> Frame:
+    """A worker's reply asking to be retired: context exactly `{"stop":true}`, empty body."""
+    return payload_frame(Payload(context=STOP_JSON))
+
+
+def is_retire_reply(payload: Payload) -> bool:
+    """True when a reply is the worker's request to be retired instead of an answer."""
+    return payload.context == STOP_JSON and not payload.body

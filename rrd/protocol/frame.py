@@ -1,0 +1,236 @@
+"""The goridge v3 frame, sans-IO: encode to bytes, decode from bytes split anywhere.
+
+Room: protocol. Imports only `rrd.errors` and the standard library.
+
+Layout (little-endian), as RoadRunner and the PHP worker library write it:
+byte 0 version << 4 | HL (header words, 3 + options); 1 flags; 2-5 payload length;
+6-9 CRC32 of bytes 0-5; 10 stream bits; 11 reserved; then HL-3 uint32 options, then the payload.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntFlag
+from typing import NamedTuple
+
+from rrd.errors import FrameError, ScriptOpenError
+
+VERSION = 1
+HEADER_SIZE = 12
+MAX_OPTIONS = 10
+DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+COULD_NOT_OPEN = b"Could not op"
+"""The first 12 bytes PHP prints when it cannot open the worker script."""
+
+_PREFIX = struct.Struct("<BBI")  # bytes 0-5, the part the CRC covers
+_SUFFIX = struct.Struct("<IBB")  # CRC, stream bits, reserved
+_HEADER = struct.Struct("<BBIIBB")
+_OPTION = struct.Struct("<I")
+_OPTIONS = [struct.Struct(f"<{n}I") for n in range(MAX_OPTIONS + 1)]
+_UINT32_MAX = 0xFFFFFFFF
+
+
+class Flag(IntFlag):
+    """Byte 1: what the payload is and how it is encoded."""
+
+    NONE = 0
+    CONTROL = 0x01
+    CODEC_RAW = 0x04
+    CODEC_JSON = 0x08
+    CODEC_MSGPACK = 0x10
+    CODEC_GOB = 0x20
+    ERROR = 0x40
+    CODEC_PROTO = 0x80
+
+
+class Stream(IntFlag):
+    """Byte 10: streaming and liveness bits."""
+
+    NONE = 0
+    STREAM = 0x01
+    STOP = 0x02
+    PING = 0x04
+    PONG = 0x08
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One goridge message. `options` are uint32s; at most ten."""
+
+    payload: bytes = b""
+    flags: Flag = Flag.NONE
+    options: tuple[int, ...] = ()
+    stream: Stream = Stream.NONE
+    version: int = VERSION
+
+    def encode(self) -> bytes:
+        """The frame's bytes, header CRC computed last, ready for one `write`."""
+        options = self.options
+        payload = self.payload
+        count = len(options)
+        if count > MAX_OPTIONS:
+            raise FrameError(f"a frame carries at most {MAX_OPTIONS} options, not {count}")
+        length = len(payload)
+        if length > _UINT32_MAX:
+            raise FrameError(f"payload of {length} bytes does not fit a frame")
+        try:
+            prefix = _PREFIX.pack((self.version << 4) | (3 + count), self.flags, length)
+            suffix = _SUFFIX.pack(zlib.crc32(prefix), self.stream, 0)
+            if count:
+                return b"".join((prefix, suffix, _OPTIONS[count].pack(*options), payload))
+        except struct.error as exc:
+            raise FrameError(f"cannot encode frame: {exc}") from None
+        return b"".join((prefix, suffix, payload))
+
+
+# Decoding builds frames through the slot descriptors: the frozen dataclass __init__ costs
+# twice as much, and a decoded frame is already valid.
+_new = object.__new__
+_set_payload = Frame.__dict__["payload"].__set__
+_set_flags = Frame.__dict__["flags"].__set__
+_set_options = Frame.__dict__["options"].__set__
+_set_stream = Frame.__dict__["stream"].__set__
+_set_version = Frame.__dict__["version"].__set__
+# Enum lookups by value are slow; every byte value has its member ready.
+_FLAGS = tuple(Flag(value) for value in range(256))
+_STREAMS = tuple(Stream(value) for value in range(256))
+
+
+def _frame(
+    payload: bytes, flags: int, options: tuple[int, ...], stream: int, version: int
+) -> Frame:
+    frame: Frame = _new(Frame)
+    _set_payload(frame, payload)
+    _set_flags(frame, _FLAGS[flags])
+    _set_options(frame, options)
+    _set_stream(frame, _STREAMS[stream])
+    _set_version(frame, version)
+    return frame
+
+
+class Header(NamedTuple):
+    """A validated 12-byte header: what follows it is `body_size` bytes."""
+
+    version: int
+    words: int
+    flags: Flag
+    length: int
+    stream: Stream
+
+    @property
+    def option_count(self) -> int:
+        return self.words - 3
+
+    @property
+    def body_size(self) -> int:
+        """Bytes after the header: options then payload."""
+        return 4 * (self.words - 3) + self.length
+
+
+def preview(data: bytes | bytearray | memoryview, limit: int = 40) -> str:
+    """Printable form of raw bytes for an error message: ASCII as is, the rest as \\xNN."""
+    chunk = bytes(data[:limit])
+    text = "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02x}" for b in chunk)
+    return text + ("..." if len(data) > limit else "")
+
+
+def parse_header(
+    data: bytes | bytearray | memoryview, offset: int = 0, *, max_payload: int = DEFAULT_MAX_PAYLOAD
+) -> Header:
+    """Validate the 12 header bytes at `offset`; raise FrameError naming what is wrong."""
+    if len(data) - offset < HEADER_SIZE:
+        raw = bytes(data[offset : offset + HEADER_SIZE])
+        raise FrameError(f"frame header cut short after {len(raw)} bytes: {preview(raw)!s}")
+    first, flags, length, crc, stream, _reserved = _HEADER.unpack_from(data, offset)
+    if first >> 4 != VERSION or zlib.crc32(data[offset : offset + 6]) != crc:
+        raw = bytes(data[offset : offset + HEADER_SIZE])
+        if raw == COULD_NOT_OPEN:
+            raise ScriptOpenError(bytes(data[offset:]).decode("utf-8", "replace"))
+        if zlib.crc32(raw[:6]) != crc:
+            raise FrameError(
+                f"bad frame header CRC (the worker printed to stdout?): {preview(raw)}"
+            )
+        raise FrameError(f"unsupported frame version {first >> 4}: {preview(raw)}")
+    words = first & 0x0F
+    if words < 3 or words - 3 > MAX_OPTIONS:
+        raw = bytes(data[offset : offset + HEADER_SIZE])
+        raise FrameError(f"bad frame header length {words} words: {preview(raw)}")
+    if length > max_payload:
+        raise FrameError(f"frame payload of {length} bytes exceeds the limit of {max_payload}")
+    return Header(VERSION, words, _FLAGS[flags], length, _STREAMS[stream])
+
+
+def frame_from_body(header: Header, body: bytes | bytearray | memoryview) -> Frame:
+    """Build the frame from its header and the `header.body_size` bytes after it."""
+    count = header.words - 3
+    options = _OPTIONS[count].unpack_from(body, 0) if count else ()
+    return _frame(bytes(body[4 * count :]), header.flags, options, header.stream, header.version)
+
+
+class Decoder:
+    """Incremental decoder: `feed` bytes as they arrive, get whole frames back.
+
+    After a FrameError the decoder stays failed: the stream has lost its framing, and so has
+    the worker that wrote it. The error carries, as `.frames`, the frames decoded before it.
+    """
+
+    def __init__(self, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._buffer = bytearray()
+        self._error: FrameError | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for a frame not yet complete."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Take the next bytes of the stream; return the frames they complete, in order."""
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer
+        view: memoryview | None = None
+        if buffer or type(data) is not bytes:
+            buffer += data
+            # Payloads are cut from a view: a bytearray slice would be copied twice.
+            data = view = memoryview(buffer)
+        frames: list[Frame] = []
+        size = len(data)
+        position = 0
+        max_payload = self.max_payload
+        unpack = _HEADER.unpack_from
+        crc32 = zlib.crc32
+        try:
+            while size - position >= HEADER_SIZE:
+                first, flags, length, crc, stream, _reserved = unpack(data, position)
+                words = first & 0x0F
+                if (
+                    first >> 4 != VERSION
+                    or words < 3
+                    or words > 3 + MAX_OPTIONS
+                    or length > max_payload
+                    or crc32(data[position : position + 6]) != crc
+                ):
+                    # parse_header raises for each of these, naming the fault.
+                    parse_header(data, position, max_payload=max_payload)
+                count = words - 3
+                start = position + HEADER_SIZE + 4 * count
+                end = start + length
+                if end > size:
+                    break
+                options = _OPTIONS[count].unpack_from(data, position + HEADER_SIZE) if count else ()
+                frames.append(_frame(bytes(data[start:end]), flags, options, stream, VERSION))
+                position = end
+        except FrameError as exc:
+            exc.frames = list(frames)
+            self._error = exc
+            raise
+        finally:
+            if view is not None:
+                view.release()
+                del buffer[:position]
+            elif position < size:
+                buffer += data[position:]
+        return frames

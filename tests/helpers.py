@@ -1,0 +1,67 @@
+"""Waiting on conditions with deadlines: the machine has two noisy cores, so never a bare sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS = ROOT / "tests" / "workers"
+
+
+def worker_argv(name: str, *args: str) -> tuple[str, ...]:
+    """argv that runs tests/workers/NAME.py with this interpreter."""
+    return (sys.executable, str(WORKERS / f"{name}.py"), *args)
+
+
+async def eventually(predicate: Callable[[], T], timeout: float = 10.0, step: float = 0.01) -> T:
+    """Poll `predicate` on the loop until it returns something true, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        await asyncio.sleep(step)
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, step: float = 0.02) -> T:
+    """The same for synchronous tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(step)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except ProcessLookupError:
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of the group exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,154 @@
+"""The ticker's schedule on a fake clock: due times, no drift, skip accounting, payloads, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from rrd.errors import ExecTimeout, NoWorkers, SoftJobError, WorkerCrashed
+from rrd.plugins.ticker import Ticker, failure_reason
+from rrd.pool import Reply
+from rrd.protocol.control import Payload
+from tests.fakes import FakeClock, settle
+
+
+class Recorder:
+    """An exec that records when each payload arrived; optionally holds or fails it."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[float, Payload]] = []
+        self.hold: asyncio.Event | None = None
+        self.duration = 0.0
+        self.fail: BaseException | None = None
+
+    async def __call__(self, payload: Payload) -> Reply:
+        self.calls.append((self.clock.monotonic(), payload))
+        if self.duration:
+            await self.clock.sleep_until(self.clock.monotonic() + self.duration)
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.fail is not None:
+            raise self.fail
+        return Reply(Payload(), worker_pid=4242)
+
+    def ticks(self) -> list[int]:
+        return [json.loads(p.body)["tick"] for _, p in self.calls]
+
+
+@asynccontextmanager
+async def ticking(**options: Any) -> AsyncIterator[tuple[Ticker, Recorder, FakeClock]]:
+    clock = FakeClock()
+    recorder = Recorder(clock)
+    ticker = Ticker(recorder, interval=options.pop("interval", 1.0), clock=clock, **options)
+    task = asyncio.create_task(ticker.run())
+    await asyncio.sleep(0)
+    try:
+        yield ticker, recorder, clock
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if recorder.hold is not None:
+            recorder.hold.set()
+        await clock.advance(3600)  # wakes execs still sleeping on the fake clock
+        await ticker.drain()
+
+
+async def test_ticks_fall_due_at_t0_plus_k_intervals() -> None:
+    async with ticking(interval=0.5) as (ticker, recorder, clock):
+        start = clock.now
+        await clock.advance(2.6)
+        assert [t - start for t, _ in recorder.calls] == [0.5, 1.0, 1.5, 2.0, 2.5]
+        assert recorder.ticks() == [0, 1, 2, 3, 4]
+        assert ticker.stats.sent == ticker.stats.completed == 5
+
+
+async def test_payload_format_and_last_tick() -> None:
+    async with ticking() as (_, recorder, clock):
+        await clock.advance(3)
+        payloads = [p for _, p in recorder.calls]
+        assert payloads[0].body == b'{"tick": 0}'
+        assert payloads[0].context == b'{"lastTick": 0}'
+        first_wall = int(clock.wall()) - 2
+        assert json.loads(payloads[1].context) == {"lastTick": first_wall}
+        assert json.loads(payloads[2].context) == {"lastTick": first_wall + 1}
+
+
+async def test_slow_execs_do_not_drift_the_schedule() -> None:
+    async with ticking(overlap="parallel", max_parallel=4) as (_, recorder, clock):
+        recorder.duration = 0.7
+        start = clock.now
+        await clock.advance(10.2)
+        assert [t - start for t, _ in recorder.calls] == [float(k) for k in range(1, 11)]
+
+
+async def test_a_late_loop_skips_and_counts_instead_of_bursting() -> None:
+    async with ticking() as (ticker, recorder, clock):
+        await clock.advance(1)
+        await clock.jump(3.5)  # the loop was blocked: due slots 2 and 3 passed unseen
+        assert len(recorder.calls) == 2
+        assert ticker.stats.skipped_late == 2
+        await clock.advance(1)
+        assert recorder.ticks() == [0, 1, 2]  # a skipped tick takes no number
+        assert recorder.calls[-1][0] == pytest.approx(1000 + 5)
+
+
+async def test_overlap_skip_counts_the_ticks_that_fell_due_while_busy() -> None:
+    async with ticking() as (ticker, recorder, clock):
+        recorder.hold = asyncio.Event()
+        await clock.advance(3)
+        assert recorder.ticks() == [0]
+        assert ticker.stats.skipped_overlap == 2
+        recorder.hold.set()
+        recorder.hold = None
+        await settle()
+        await clock.advance(1)
+        assert recorder.ticks() == [0, 1]
+        assert ticker.stats.completed == 2
+
+
+async def test_overlap_parallel_runs_up_to_the_pool_size() -> None:
+    async with ticking(overlap="parallel", max_parallel=2) as (ticker, recorder, clock):
+        recorder.hold = asyncio.Event()
+        await clock.advance(4)
+        assert recorder.ticks() == [0, 1]
+        assert ticker.stats.skipped_overlap == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (SoftJobError("bad input", pid=7), "soft_error"),
+        (ExecTimeout("no reply within 60s; killed", pid=7), "timeout"),
+        (WorkerCrashed("closed its relay", pid=7), "crashed"),
+        (NoWorkers("no free worker within 60s"), "no_worker"),
+    ],
+)
+async def test_every_failure_is_counted_and_the_clock_keeps_going(
+    error: Exception, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert failure_reason(error) == reason
+    async with ticking() as (ticker, recorder, clock):
+        recorder.fail = error
+        await clock.advance(3)
+        assert ticker.stats.failed == {reason: 3}
+        assert ticker.stats.sent == 3 and ticker.stats.completed == 0
+    failed = [r for r in caplog.records if getattr(r, "event", "") == "ticker.failed"]
+    assert [r.tick for r in failed] == [0, 1, 2]
+    assert {r.reason for r in failed} == {reason}
+
+
+async def test_every_due_tick_is_accounted_for() -> None:
+    async with ticking() as (ticker, recorder, clock):
+        recorder.duration = 1.5
+        await clock.advance(4)
+        await clock.jump(2.5)
+        await clock.advance(3)
+        due = int(clock.now - 1000)
+        stats = ticker.stats
+        assert stats.sent + stats.skipped_late + stats.skipped_overlap == due
