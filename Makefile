@@ -13,14 +13,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,dev]'
 	@touch $@
 
+# The example config runs `python3 examples/ticker_app.py`: the venv's python3 comes first.
 run: $(STAMP)
-	$(VENV)/bin/rrd serve -c etc/rrd/rr.yaml
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/rrd serve -c etc/rrd/rr.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rrd tests
+	$(VENV)/bin/ruff check rrd tests bench examples
+	$(VENV)/bin/ruff format --check rrd tests bench examples
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -9,7 +9,11 @@ import random
 
 
 def backoff_delay(
-    failures: int, *, base: float = 0.1, maximum: float = 10.0, jitter: float = 0.2,
+    failures: int,
+    *,
+    base: float = 0.1,
+    maximum: float = 10.0,
+    jitter: float = 0.2,
     rng: random.Random | None = None,
 ) -> float:
     """Seconds to wait before the next start after `failures` consecutive failed starts.
@@ -19,6 +23,6 @@ def backoff_delay(
     """
     if failures <= 1:
         return 0.0
-    delay = min(maximum, base * 2 ** (failures - 2))
+    delay = min(maximum, base * 2.0 ** min(failures - 2, 64))  # 2**1024 would overflow
     spread = (rng or random).uniform(-jitter, jitter)
     return max(0.0, min(maximum, delay * (1 + spread)))

@@ -33,26 +33,49 @@ F = TypeVar("F", bound=Callable[..., Any])
 def config_options(command: F) -> F:
     """-c, -w, -o and --dotenv, as RoadRunner's `rr` takes them."""
     options = [
-        click.option("-c", "--config", "config_path", default=".rr.yaml", show_default=True,
-                     help="Config file, relative to the working directory."),
-        click.option("-w", "--workdir", type=click.Path(file_okay=False),
-                     help="Working directory for rrd and its workers."),
-        click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override a config key, as ticker.interval=5s (repeatable)."),
-        click.option("--dotenv", type=click.Path(dir_okay=False),
-                     help="Load KEY=VALUE lines into the environment before expansion."),
+        click.option(
+            "-c",
+            "--config",
+            "config_path",
+            default=".rr.yaml",
+            show_default=True,
+            help="Config file, relative to the working directory.",
+        ),
+        click.option(
+            "-w",
+            "--workdir",
+            type=click.Path(file_okay=False),
+            help="Working directory for rrd and its workers.",
+        ),
+        click.option(
+            "-o",
+            "--override",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a config key, as ticker.interval=5s (repeatable).",
+        ),
+        click.option(
+            "--dotenv",
+            type=click.Path(dir_okay=False),
+            help="Load KEY=VALUE lines into the environment before expansion.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def load(config_path: str, workdir: str | None, overrides: tuple[str, ...],
-         dotenv: str | None) -> Config:
+def load(
+    config_path: str, workdir: str | None, overrides: tuple[str, ...], dotenv: str | None
+) -> Config:
     """The config, with every installed plugin's section known to the loader."""
     return load_config(
-        config_path, sections=registry.config_sections(registry.installed()),
-        overrides=overrides, workdir=workdir, dotenv=dotenv,
+        config_path,
+        sections=registry.config_sections(registry.installed()),
+        overrides=overrides,
+        workdir=workdir,
+        dotenv=dotenv,
     )
 
 
@@ -64,9 +87,16 @@ def cli() -> None:
 
 @cli.command()
 @config_options
-@click.option("--pidfile", type=click.Path(dir_okay=False), help="Write rrd's pid here while it runs.")
-def serve(config_path: str, workdir: str | None, overrides: tuple[str, ...],
-          dotenv: str | None, pidfile: str | None) -> None:
+@click.option(
+    "--pidfile", type=click.Path(dir_okay=False), help="Write rrd's pid here while it runs."
+)
+def serve(
+    config_path: str,
+    workdir: str | None,
+    overrides: tuple[str, ...],
+    dotenv: str | None,
+    pidfile: str | None,
+) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT."""
     config = load(config_path, workdir, overrides, dotenv)
     rrd_logging.configure(config.logs.mode, config.logs.level, config.logs.output)
@@ -89,8 +119,9 @@ def config() -> None:
 
 @config.command()
 @config_options
-def check(config_path: str, workdir: str | None, overrides: tuple[str, ...],
-          dotenv: str | None) -> None:
+def check(
+    config_path: str, workdir: str | None, overrides: tuple[str, ...], dotenv: str | None
+) -> None:
     """Exit 0 when the config is valid, else 78 with one line saying what is wrong."""
     loaded = load(config_path, workdir, overrides, dotenv)
     for warning in loaded.warnings:
@@ -109,8 +140,11 @@ def docs() -> None:
 def plugins(config_path: str | None) -> None:
     """List the installed plugins (built-in and from the rrd.plugins entry points)."""
     installed = registry.installed()
-    sections = load_config(config_path, sections=registry.config_sections(installed)).sections \
-        if config_path else None
+    sections = (
+        load_config(config_path, sections=registry.config_sections(installed)).sections
+        if config_path
+        else None
+    )
     for name, cls in sorted(installed.items(), key=lambda item: -item[1].weight):
         origin = "built-in" if cls in registry.BUILTINS else cls.__module__
         status = "" if sections is None else ("  enabled" if name in sections else "  disabled")

@@ -6,6 +6,8 @@ exit code from sysexits.h. Anything else that escapes is a bug in rrd and exits 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 EX_OK = 0
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -34,7 +36,11 @@ class ConfigError(RrdError):
     exit_code = EX_CONFIG
 
     def __init__(
-        self, message: str, *, path: str | None = None, line: int | None = None,
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
         key: str | None = None,
     ) -> None:
         self.message = message
@@ -58,7 +64,7 @@ class FrameError(RrdError):
     `frames` holds whatever whole frames a decoder read before the bad bytes.
     """
 
-    frames: list[object] = []
+    frames: Sequence[object] = ()
 
 
 class ScriptOpenError(FrameError):
@@ -100,7 +106,7 @@ class SoftJobError(RrdError):
 
 
 class NoWorkers(RrdError):
-    """No worker could take a payload: none free in time, the queue is full, or the pool is closed."""
+    """No worker could take a payload: none free in time, queue full, or the pool closed."""
 
     exit_code = EX_UNAVAILABLE
 

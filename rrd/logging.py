@@ -23,8 +23,12 @@ _RECORD_ATTRIBUTES = frozenset(
 )
 _LEVEL_NAMES = {"warning": "warn", "critical": "fatal"}
 _LEVELS = {
-    "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-    "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "fatal": logging.CRITICAL,
 }
 
 
@@ -89,7 +93,7 @@ def open_output(output: str) -> IO[str]:
         return sys.stderr
     if output == "stdout":
         return sys.stdout
-    return open(output, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as rrd
+    return open(output, "a", buffering=1, encoding="utf-8")
 
 
 def configure(mode: str = "production", level: str = "info", output: str = "stderr") -> None:

@@ -1,4 +1,4 @@
-"""A pool of N workers behind one `exec(payload)`: free queue, replacement, retirement, reset, destroy.
+"""N workers behind one `exec(payload)`: free queue, replacement, retirement, reset, destroy.
 
 Room: pool. Imports worker, fsm, backoff, config, protocol and errors; never server, plugins
 or anything above. Each worker sits in a slot whose task watches it and starts the next one
@@ -87,13 +87,19 @@ class Pool:
             raise failure
         for index, worker in enumerate(workers):
             slot = _Slot(index, worker)
-            slot.task = asyncio.create_task(self._keep_filled(slot), name=f"{self.name}-slot-{index}")
+            slot.task = asyncio.create_task(
+                self._keep_filled(slot), name=f"{self.name}-slot-{index}"
+            )
             self._slots.append(slot)
             self._idle.append(worker)
         log.info(
             f"pool started with {len(workers)} workers",
-            extra={"event": "pool.started", "plugin": self.name, "workers": len(workers),
-                   "duration_ms": round((time.monotonic() - began) * 1000, 1)},
+            extra={
+                "event": "pool.started",
+                "plugin": self.name,
+                "workers": len(workers),
+                "duration_ms": round((time.monotonic() - began) * 1000, 1),
+            },
         )
 
     async def exec(self, payload: Payload, *, timeout: float | None = None) -> Reply:
@@ -119,8 +125,11 @@ class Pool:
                     return Reply(reply, worker.pid)
                 log.info(
                     "worker asked to be retired; running the payload on another",
-                    extra={"event": "pool.retire_requested", "plugin": self.name,
-                           "worker_pid": worker.pid},
+                    extra={
+                        "event": "pool.retire_requested",
+                        "plugin": self.name,
+                        "worker_pid": worker.pid,
+                    },
                 )
                 self._retire(worker, RetireReason.STOP_REQUESTED)
             raise WorkerError(f"every worker of pool {self.name!r} asked to be retired")
@@ -129,7 +138,7 @@ class Pool:
             await self._notify()
 
     async def reset(self) -> None:
-        """Replace every worker: idle ones now, busy ones after their job, within `reset_timeout`."""
+        """Replace every worker: idle ones now, busy ones after their job; `reset_timeout`."""
         old = {slot.worker for slot in self._slots if slot.worker is not None}
         for worker in old:
             if not worker.retire(RetireReason.RESET):
@@ -140,23 +149,30 @@ class Pool:
         )
 
         def replaced() -> bool:
-            return all(
-                slot.worker is not None and slot.worker not in old
-                and slot.worker.state is not WorkerState.SPAWNING
-                for slot in self._slots
-            ) or self._closing
+            return (
+                all(
+                    slot.worker is not None
+                    and slot.worker not in old
+                    and slot.worker.state is not WorkerState.SPAWNING
+                    for slot in self._slots
+                )
+                or self._closing
+            )
 
         if not await self._wait_for(replaced, self.config.reset_timeout):
             stuck = [w for w in old if w.state.live]
             log.warning(
-                f"reset timed out after {self.config.reset_timeout:g}s; killing {len(stuck)} workers",
-                extra={"event": "pool.reset_timeout", "plugin": self.name,
-                       "worker_pids": [w.pid for w in stuck]},
+                f"reset took over {self.config.reset_timeout:g}s; killing {len(stuck)} workers",
+                extra={
+                    "event": "pool.reset_timeout",
+                    "plugin": self.name,
+                    "worker_pids": [w.pid for w in stuck],
+                },
             )
             await asyncio.gather(*(w.kill() for w in stuck))
 
     async def destroy(self) -> None:
-        """Take no new work, let in-flight work finish within `destroy_timeout`, stop every worker."""
+        """Take no new work, let in-flight work finish (`destroy_timeout`), stop every worker."""
         if self._closing:
             await asyncio.gather(*(s.task for s in self._slots if s.task), return_exceptions=True)
             return
@@ -204,8 +220,7 @@ class Pool:
                 self._waiters.remove(waiter)
             if isinstance(exc, TimeoutError):
                 raise NoWorkers(
-                    f"pool {self.name!r}: no free worker within "
-                    f"{self.config.allocate_timeout:g}s"
+                    f"pool {self.name!r}: no free worker within {self.config.allocate_timeout:g}s"
                 ) from None
             raise
 
@@ -242,8 +257,10 @@ class Pool:
             await exited.wait_exited()
             with contextlib.suppress(ValueError):
                 self._idle.remove(exited)
-            failed_start = exited.execs == 0 and exited.reason is None and (
-                time.monotonic() - exited.started_at < MIN_UPTIME
+            failed_start = (
+                exited.execs == 0
+                and exited.reason is None
+                and (time.monotonic() - exited.started_at < MIN_UPTIME)
             )
             slot.failures = slot.failures + 1 if failed_start else 0
             slot.worker = await self._start_replacement(slot)
@@ -258,8 +275,12 @@ class Pool:
             if delay:
                 log.warning(
                     f"waiting {delay:.2f}s before starting a worker again",
-                    extra={"event": "pool.backoff", "plugin": self.name,
-                           "failures": slot.failures, "delay_s": round(delay, 3)},
+                    extra={
+                        "event": "pool.backoff",
+                        "plugin": self.name,
+                        "failures": slot.failures,
+                        "delay_s": round(delay, 3),
+                    },
                 )
                 await asyncio.sleep(delay)
                 if self._closing:
@@ -270,8 +291,11 @@ class Pool:
                 slot.failures += 1
                 log.error(
                     str(exc),
-                    extra={"event": "pool.start_failed", "plugin": self.name,
-                           "failures": slot.failures},
+                    extra={
+                        "event": "pool.start_failed",
+                        "plugin": self.name,
+                        "failures": slot.failures,
+                    },
                 )
                 continue
             if self._closing:

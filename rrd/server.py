@@ -19,8 +19,14 @@ from rrd.worker import WorkerSpec, describe_exit, kill_group
 
 log = logging.getLogger("rrd.server")
 
-SUPERVISOR_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS",
-                       "LISTEN_FDNAMES")
+SUPERVISOR_ONLY_ENV = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+)
 """Variables systemd meant for rrd alone (NotifyAccess=main drops a child's messages anyway)."""
 
 
@@ -45,7 +51,7 @@ class Server:
         return env
 
     def worker_env(self, pool: PoolConfig, plugin_env: Mapping[str, str]) -> dict[str, str]:
-        """The environment in protocol.md's order: own, relay, rpc, server.env, pool env, version, plugin."""
+        """Worker env in protocol.md's order: own, relay, rpc, server.env, pool, version, plugin."""
         env = self.base_env()
         env["RR_RELAY"] = "pipes"
         if self.config.rpc is not None:
@@ -64,7 +70,8 @@ class Server:
         if not argv:
             raise ConfigError(
                 f"the {plugin} plugin needs a command to start its workers",
-                path=str(self.config.source), key="server.command",
+                path=str(self.config.source),
+                key="server.command",
             )
         return WorkerSpec(
             argv=tuple(argv),
@@ -76,9 +83,7 @@ class Server:
             group=self.config.server.group or None,
         )
 
-    async def new_pool(
-        self, plugin: str, pool: PoolConfig, plugin_env: Mapping[str, str]
-    ) -> Pool:
+    async def new_pool(self, plugin: str, pool: PoolConfig, plugin_env: Mapping[str, str]) -> Pool:
         """Start a pool for `plugin` and return it once every worker is ready."""
         started = Pool(plugin, self.worker_spec(plugin, pool, plugin_env), pool)
         await started.start()
@@ -95,9 +100,13 @@ class Server:
         began = time.monotonic()
         try:
             process = await asyncio.create_subprocess_exec(
-                *on_init.command, env=env, cwd=str(self.config.workdir),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                *on_init.command,
+                env=env,
+                cwd=str(self.config.workdir),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
             )
         except OSError as exc:
             return self._on_init_failed(f"cannot start {on_init.command[0]!r}: {exc.strerror}")
@@ -116,8 +125,10 @@ class Server:
             return self._on_init_failed(describe_exit(process.returncode))
         log.info(
             "on_init finished",
-            extra={"event": "server.on_init.done",
-                   "duration_ms": round((time.monotonic() - began) * 1000, 1)},
+            extra={
+                "event": "server.on_init.done",
+                "duration_ms": round((time.monotonic() - began) * 1000, 1),
+            },
         )
 
     def _on_init_failed(self, why: str) -> None:

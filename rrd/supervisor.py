@@ -89,8 +89,12 @@ class Supervisor:
             self.serving.append(plugin)
         log.info(
             f"serving {', '.join(p.name for p in enabled) or 'nothing'}",
-            extra={"event": "supervisor.ready", "pid": os.getpid(),
-                   "plugins": [p.name for p in enabled], "config": str(self.config.source)},
+            extra={
+                "event": "supervisor.ready",
+                "pid": os.getpid(),
+                "plugins": [p.name for p in enabled],
+                "config": str(self.config.source),
+            },
         )
 
     async def _handle(self, command: Command) -> None:

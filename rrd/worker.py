@@ -155,7 +155,9 @@ class Worker:
                     group=spec.group or None,
                 )
         except TimeoutError:
-            raise BootError(f"could not spawn {spec.argv[0]!r} in {spec.allocate_timeout:g}s") from None
+            raise BootError(
+                f"could not spawn {spec.argv[0]!r} in {spec.allocate_timeout:g}s"
+            ) from None
         except (OSError, ValueError, KeyError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BootError(f"cannot start {spec.argv[0]!r}: {reason}") from None
@@ -188,7 +190,9 @@ class Worker:
         log.info(
             "worker started",
             extra={
-                "event": "worker.started", "worker_pid": worker.pid, "plugin": spec.plugin,
+                "event": "worker.started",
+                "worker_pid": worker.pid,
+                "plugin": spec.plugin,
                 "duration_ms": round((time.monotonic() - began) * 1000, 1),
             },
         )
@@ -275,8 +279,12 @@ class Worker:
                 return
             log.warning(
                 "worker ignored the stop frame; sending SIGTERM",
-                extra={"event": "worker.terminate", "worker_pid": self.pid,
-                       "plugin": self.spec.plugin, "grace_s": grace},
+                extra={
+                    "event": "worker.terminate",
+                    "worker_pid": self.pid,
+                    "plugin": self.spec.plugin,
+                    "grace_s": grace,
+                },
             )
             kill_group(self.pid, signal.SIGTERM)
             if await self._wait_exit(grace):
@@ -310,8 +318,14 @@ class Worker:
         except psutil.Error:
             rss = 0
         return WorkerInfo(
-            pid=self.pid, state=self.state, execs=self.execs, created=self.created, rss=rss,
-            command=" ".join(self.spec.argv), reason=self.reason, last_error=self.last_error,
+            pid=self.pid,
+            state=self.state,
+            execs=self.execs,
+            created=self.created,
+            rss=rss,
+            command=" ".join(self.spec.argv),
+            reason=self.reason,
+            last_error=self.last_error,
         )
 
     @property
@@ -348,9 +362,13 @@ class Worker:
             logging.INFO if expected else logging.WARNING,
             f"worker exited ({describe_exit(returncode)})",
             extra={
-                "event": "worker.exited", "worker_pid": self.pid, "plugin": self.spec.plugin,
-                "exit_code": returncode, "state": self.state.value,
-                "reason": self.reason.value if self.reason else None, "execs": self.execs,
+                "event": "worker.exited",
+                "worker_pid": self.pid,
+                "plugin": self.spec.plugin,
+                "exit_code": returncode,
+                "state": self.state.value,
+                "reason": self.reason.value if self.reason else None,
+                "execs": self.execs,
             },
         )
 

@@ -16,7 +16,7 @@ from rrd.worker import WorkerInfo
 
 
 class Disabled(Exception):
-    """Raised by `init` when the plugin has nothing to do under this config (its section is absent)."""
+    """Raised by `init` when the plugin has nothing to do (its section is absent)."""
 
 
 @dataclass(frozen=True)

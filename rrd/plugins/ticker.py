@@ -20,7 +20,6 @@ from typing import Literal
 from rrd.clock import Clock
 from rrd.config import Duration, PoolConfig, setting
 from rrd.errors import (
-    ConfigError,
     ExecTimeout,
     NoWorkers,
     RrdError,
@@ -37,6 +36,11 @@ log = logging.getLogger("rrd.ticker")
 DEFAULT_INTERVAL = 1.0
 
 
+def _positive(seconds: float) -> None:
+    if seconds <= 0:
+        raise ValueError("must be positive: a tick without a timeout could stop the clock")
+
+
 @dataclass(frozen=True)
 class TickerConfig:
     """The `ticker` section."""
@@ -45,14 +49,19 @@ class TickerConfig:
         DEFAULT_INTERVAL, "Time between two ticks, as a Go duration; 0 means 1s.", minimum=0
     )
     exec_timeout: Duration = setting(
-        60.0, "Longest a worker may spend on one tick; past it the worker is killed and "
-        "replaced, so a hung worker never stops the clock.", minimum=0,
+        60.0,
+        "Longest a worker may spend on one tick; past it the worker is killed and "
+        "replaced, so a hung worker never stops the clock.",
+        check=_positive,
     )
     overlap: Literal["skip", "parallel"] = setting(
-        "skip", "What happens when a tick falls due while the previous one still runs: skip "
+        "skip",
+        "What happens when a tick falls due while the previous one still runs: skip "
         "it (counted), or run it in parallel, up to the pool's size.",
     )
-    pool: PoolConfig = setting(PoolConfig(), "The ticker's worker pool, as RoadRunner's pool block.")
+    pool: PoolConfig = setting(
+        PoolConfig(), "The ticker's worker pool, as RoadRunner's pool block."
+    )
 
 
 @dataclass
@@ -83,8 +92,13 @@ class Ticker:
     """Tick k falls due at `t0 + k * interval` on the monotonic clock, however long execs take."""
 
     def __init__(
-        self, exec_payload: Callable[[Payload], Awaitable[Reply]], *, interval: float,
-        clock: Clock, overlap: str = "skip", max_parallel: int = 1,
+        self,
+        exec_payload: Callable[[Payload], Awaitable[Reply]],
+        *,
+        interval: float,
+        clock: Clock,
+        overlap: str = "skip",
+        max_parallel: int = 1,
     ) -> None:
         self.exec_payload = exec_payload
         self.interval = interval
@@ -108,8 +122,12 @@ class Ticker:
                 slot += behind
                 log.warning(
                     f"the loop fell behind; skipped {behind} ticks",
-                    extra={"event": "ticker.skipped", "reason": "late", "count": behind,
-                           "plugin": "ticker"},
+                    extra={
+                        "event": "ticker.skipped",
+                        "reason": "late",
+                        "count": behind,
+                        "plugin": "ticker",
+                    },
                 )
             self.fire()
             slot += 1
@@ -121,8 +139,12 @@ class Ticker:
             self.stats.skipped_overlap += 1
             log.info(
                 "the previous tick still runs; skipped one",
-                extra={"event": "ticker.skipped", "reason": "overlap", "count": 1,
-                       "plugin": "ticker"},
+                extra={
+                    "event": "ticker.skipped",
+                    "reason": "overlap",
+                    "count": 1,
+                    "plugin": "ticker",
+                },
             )
             return
         tick = self.stats.sent
@@ -145,17 +167,26 @@ class Ticker:
             self.stats.failed[reason] += 1
             log.warning(
                 f"tick {tick} failed: {exc}",
-                extra={"event": "ticker.failed", "plugin": "ticker", "tick": tick,
-                       "reason": reason, "worker_pid": getattr(exc, "pid", None),
-                       "duration_ms": round((self.clock.monotonic() - began) * 1000, 1)},
+                extra={
+                    "event": "ticker.failed",
+                    "plugin": "ticker",
+                    "tick": tick,
+                    "reason": reason,
+                    "worker_pid": getattr(exc, "pid", None),
+                    "duration_ms": round((self.clock.monotonic() - began) * 1000, 1),
+                },
             )
             return
         self.stats.completed += 1
         log.debug(
             f"tick {tick} done",
-            extra={"event": "ticker.tick", "plugin": "ticker", "tick": tick,
-                   "worker_pid": reply.worker_pid,
-                   "duration_ms": round((self.clock.monotonic() - began) * 1000, 1)},
+            extra={
+                "event": "ticker.tick",
+                "plugin": "ticker",
+                "tick": tick,
+                "worker_pid": reply.worker_pid,
+                "duration_ms": round((self.clock.monotonic() - began) * 1000, 1),
+            },
         )
 
     async def drain(self) -> None:
@@ -175,11 +206,6 @@ class TickerPlugin(Plugin):
         config: TickerConfig | None = ctx.section(self.name)
         if config is None:
             raise Disabled
-        if config.exec_timeout <= 0:
-            raise ConfigError(
-                "must be a positive duration: a tick without a timeout could stop the clock",
-                path=str(ctx.config.source), key="ticker.exec_timeout",
-            )
         self.ctx = ctx
         self.config = config
         self.pool: Pool | None = None
@@ -194,17 +220,23 @@ class TickerPlugin(Plugin):
         self.ticker = Ticker(
             lambda payload: pool.exec(payload, timeout=timeout),
             interval=self.config.interval or DEFAULT_INTERVAL,
-            clock=self.ctx.clock, overlap=self.config.overlap, max_parallel=pool.size,
+            clock=self.ctx.clock,
+            overlap=self.config.overlap,
+            max_parallel=pool.size,
         )
         self._task = asyncio.create_task(self.ticker.run(), name="ticker")
         log.info(
             f"ticking every {self.ticker.interval:g}s",
-            extra={"event": "ticker.started", "plugin": self.name,
-                   "interval_s": self.ticker.interval, "overlap": self.config.overlap},
+            extra={
+                "event": "ticker.started",
+                "plugin": self.name,
+                "interval_s": self.ticker.interval,
+                "overlap": self.config.overlap,
+            },
         )
 
     async def stop(self) -> None:
-        """Stop scheduling, let the tick in flight finish (within destroy_timeout), stop the pool."""
+        """Stop scheduling, let the tick in flight finish (within destroy_timeout), stop."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -215,10 +247,15 @@ class TickerPlugin(Plugin):
             stats = self.ticker.stats
             log.info(
                 f"ticker stopped after {stats.sent} ticks",
-                extra={"event": "ticker.stopped", "plugin": self.name, "sent": stats.sent,
-                       "completed": stats.completed, "failed": sum(stats.failed.values()),
-                       "skipped_late": stats.skipped_late,
-                       "skipped_overlap": stats.skipped_overlap},
+                extra={
+                    "event": "ticker.stopped",
+                    "plugin": self.name,
+                    "sent": stats.sent,
+                    "completed": stats.completed,
+                    "failed": sum(stats.failed.values()),
+                    "skipped_late": stats.skipped_late,
+                    "skipped_overlap": stats.skipped_overlap,
+                },
             )
 
     async def reset(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
 from enum import IntFlag
 from typing import NamedTuple
 
@@ -55,8 +54,7 @@ class Stream(IntFlag):
     PONG = 0x08
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One goridge message. `options` are uint32s; at most ten."""
 
     payload: bytes = b""
@@ -85,29 +83,9 @@ class Frame:
         return b"".join((prefix, suffix, payload))
 
 
-# Decoding builds frames through the slot descriptors: the frozen dataclass __init__ costs
-# twice as much, and a decoded frame is already valid.
-_new = object.__new__
-_set_payload = Frame.__dict__["payload"].__set__
-_set_flags = Frame.__dict__["flags"].__set__
-_set_options = Frame.__dict__["options"].__set__
-_set_stream = Frame.__dict__["stream"].__set__
-_set_version = Frame.__dict__["version"].__set__
 # Enum lookups by value are slow; every byte value has its member ready.
 _FLAGS = tuple(Flag(value) for value in range(256))
 _STREAMS = tuple(Stream(value) for value in range(256))
-
-
-def _frame(
-    payload: bytes, flags: int, options: tuple[int, ...], stream: int, version: int
-) -> Frame:
-    frame: Frame = _new(Frame)
-    _set_payload(frame, payload)
-    _set_flags(frame, _FLAGS[flags])
-    _set_options(frame, options)
-    _set_stream(frame, _STREAMS[stream])
-    _set_version(frame, version)
-    return frame
 
 
 class Header(NamedTuple):
@@ -166,7 +144,7 @@ def frame_from_body(header: Header, body: bytes | bytearray | memoryview) -> Fra
     """Build the frame from its header and the `header.body_size` bytes after it."""
     count = header.words - 3
     options = _OPTIONS[count].unpack_from(body, 0) if count else ()
-    return _frame(bytes(body[4 * count :]), header.flags, options, header.stream, header.version)
+    return Frame(bytes(body[4 * count :]), header.flags, options, header.stream, header.version)
 
 
 class Decoder:
@@ -221,7 +199,9 @@ class Decoder:
                 if end > size:
                     break
                 options = _OPTIONS[count].unpack_from(data, position + HEADER_SIZE) if count else ()
-                frames.append(_frame(bytes(data[start:end]), flags, options, stream, VERSION))
+                frames.append(
+                    Frame(bytes(data[start:end]), _FLAGS[flags], options, _STREAMS[stream])
+                )
                 position = end
         except FrameError as exc:
             exc.frames = list(frames)

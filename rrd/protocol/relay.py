@@ -39,9 +39,7 @@ async def read_frame(
     except asyncio.IncompleteReadError as exc:
         if not exc.partial:
             raise EOFError("relay closed") from None
-        raise FrameError(
-            f"relay closed inside a frame header: {preview(exc.partial)}"
-        ) from None
+        raise FrameError(f"relay closed inside a frame header: {preview(exc.partial)}") from None
     if header_bytes == COULD_NOT_OPEN:
         # PHP prints one line and exits; a pipe may deliver it in pieces.
         text = header_bytes

@@ -1,4 +1,4 @@
-"""Pool against real workers: free queue, faults, retirement, max_jobs, queue limits, reset, destroy."""
+"""Pool against real workers: free queue, faults, retirement, limits, reset, destroy."""
 
 from __future__ import annotations
 
@@ -31,12 +31,19 @@ from tests.helpers import eventually, pid_alive, worker_argv
 
 def pool_of(name: str = "echo", **settings: Any) -> Pool:
     config = replace(
-        PoolConfig(), num_workers=2, allocate_timeout=10.0, destroy_timeout=10.0,
+        PoolConfig(),
+        num_workers=2,
+        allocate_timeout=10.0,
+        destroy_timeout=10.0,
         reset_timeout=10.0,
     )
     config = replace(config, **settings)
-    spec = WorkerSpec(worker_argv(name), env=dict(os.environ), plugin="test",
-                      allocate_timeout=config.allocate_timeout)
+    spec = WorkerSpec(
+        worker_argv(name),
+        env=dict(os.environ),
+        plugin="test",
+        allocate_timeout=config.allocate_timeout,
+    )
     return Pool("test", spec, config)
 
 

@@ -18,7 +18,9 @@ from tests.helpers import eventually, group_alive, pid_alive, worker_argv
 
 def spec(name: str, *args: str, allocate_timeout: float = 10.0, **env: str) -> WorkerSpec:
     return WorkerSpec(
-        argv=worker_argv(name, *args), env={**os.environ, **env}, plugin="test",
+        argv=worker_argv(name, *args),
+        env={**os.environ, **env},
+        plugin="test",
         allocate_timeout=allocate_timeout,
     )
 
@@ -40,7 +42,7 @@ async def test_handshake_then_exec_echoes_context_and_body() -> None:
 async def test_soft_error_keeps_the_worker_serving() -> None:
     worker = await Worker.start(spec("echo"))
     try:
-        with pytest.raises(SoftJobError, match="^boom$") as caught:
+        with pytest.raises(SoftJobError, match=r"^boom$") as caught:
             await worker.exec(Payload(b"ERR:boom"), timeout=5)
         assert caught.value.pid == worker.pid
         assert worker.state is WorkerState.READY

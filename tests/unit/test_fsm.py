@@ -58,7 +58,9 @@ def test_backoff_retries_a_single_failure_at_once_then_doubles() -> None:
     assert delays[-1] == 10
 
 
-@given(st.integers(0, 200), st.floats(0.01, 5), st.floats(0.1, 100), st.floats(0, 0.5))
-def test_backoff_stays_within_bounds(failures: int, base: float, maximum: float, jitter: float) -> None:
+@given(st.integers(0, 10**6), st.floats(0.01, 5), st.floats(0.1, 100), st.floats(0, 0.5))
+def test_backoff_stays_within_bounds(
+    failures: int, base: float, maximum: float, jitter: float
+) -> None:
     delay = backoff_delay(failures, base=base, maximum=maximum, jitter=jitter)
     assert 0 <= delay <= maximum

@@ -11,15 +11,24 @@ PACKAGE = Path(__file__).resolve().parents[2] / "rrd"
 
 # Rank of each room: a module may import its own rank or lower, never higher.
 RANKS = {
-    "rrd": 0, "rrd.errors": 0,
-    "rrd.protocol": 1, "rrd.config": 1,
-    "rrd.fsm": 2, "rrd.clock": 2, "rrd.backoff": 2,
+    "rrd": 0,
+    "rrd.errors": 0,
+    "rrd.protocol": 1,
+    "rrd.config": 1,
+    "rrd.fsm": 2,
+    "rrd.clock": 2,
+    "rrd.backoff": 2,
     "rrd.worker": 3,
     "rrd.pool": 4,
     "rrd.server": 5,
     "rrd.plugins": 6,
-    "rrd.supervisor": 7, "rrd.control": 7, "rrd.watch": 7, "rrd.notify": 7, "rrd.logging": 7,
-    "rrd.cli": 8, "rrd.__main__": 8,
+    "rrd.supervisor": 7,
+    "rrd.control": 7,
+    "rrd.watch": 7,
+    "rrd.notify": 7,
+    "rrd.logging": 7,
+    "rrd.cli": 8,
+    "rrd.__main__": 8,
 }
 SDK_MAY_IMPORT = ("rrd.sdk", "rrd.protocol", "rrd.errors")
 
@@ -43,7 +52,9 @@ def module_name(path: Path) -> str:
 def imports(path: Path) -> list[tuple[int, str]]:
     """(line, module) for every `rrd` import in the file, resolving relative ones."""
     tree = ast.parse(path.read_text(), str(path))
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    package = (
+        module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    )
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -68,7 +79,9 @@ def test_imports_flow_downward(path: Path) -> None:
         imported_room = room(imported)
         where = f"{path.relative_to(PACKAGE.parent)}:{line}"
         if importer_room == "rrd.sdk":
-            assert imported.startswith(SDK_MAY_IMPORT), f"{where}: the SDK may not import {imported}"
+            assert imported.startswith(SDK_MAY_IMPORT), (
+                f"{where}: the SDK may not import {imported}"
+            )
             continue
         assert imported_room != "rrd.sdk", f"{where}: the daemon may not import the SDK"
         assert RANKS[imported_room] <= RANKS[importer_room], (

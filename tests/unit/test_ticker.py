@@ -1,4 +1,4 @@
-"""The ticker's schedule on a fake clock: due times, no drift, skip accounting, payloads, failures."""
+"""The ticker on a fake clock: due times, no drift, skip accounting, payloads, failures."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """A well-behaved worker whose replies are steered by the body, for pool tests.
 
 `OK:<body>` echoes; `ERR:<msg>` soft error; `STOPME` asks to be retired; `STOPONCE:<file>`
-asks to be retired unless the file exists, and creates it (so the rerun elsewhere succeeds); `SLEEP:<s>` replies
-after s seconds; `CRASH` exits 3 mid-exec; `PID` answers its pid; `ENV:<NAME>` answers the
-variable; `LOG:<text>` writes text to stderr (and prints it, which must land on stderr too).
+asks to be retired unless the file exists, and creates it (so the rerun elsewhere succeeds);
+`SLEEP:<s>` replies after s seconds; `CRASH` exits 3 mid-exec; `PID` answers its pid;
+`ENV:<NAME>` answers the variable; `LOG:<text>` writes text to stderr, and prints it
+(which must land on stderr too).
 """
 
 import os

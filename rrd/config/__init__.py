@@ -1,0 +1,51 @@
+"""Room: config. The `.rr.yaml` schema, its loader and its documentation.
+
+Imports only `rrd.errors`, the standard library and PyYAML, and knows no plugin by name:
+plugins hand their section classes to `load_config` and `iter_settings`.
+"""
+
+from rrd.config.docs import SettingDoc, iter_settings, render_docs
+from rrd.config.load import expand_env, load_config, load_dotenv
+from rrd.config.schema import (
+    REQUIRED,
+    Config,
+    LogsConfig,
+    OnInitConfig,
+    PoolConfig,
+    RpcConfig,
+    ServerConfig,
+    SupervisorConfig,
+    setting,
+)
+from rrd.config.units import (
+    Duration,
+    Size,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
+
+__all__ = [
+    "REQUIRED",
+    "Config",
+    "Duration",
+    "LogsConfig",
+    "OnInitConfig",
+    "PoolConfig",
+    "RpcConfig",
+    "ServerConfig",
+    "SettingDoc",
+    "Size",
+    "SupervisorConfig",
+    "expand_env",
+    "format_duration",
+    "format_size",
+    "iter_settings",
+    "load_config",
+    "load_dotenv",
+    "parse_duration",
+    "parse_size",
+    "render_docs",
+    "setting",
+]

@@ -1,0 +1,130 @@
+"""Every config key with its type, default and help: what `rrd config docs` prints.
+
+Room: config. Imports only `rrd.errors`, the standard library and the rest of `rrd.config`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import textwrap
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rrd.config.load import CORE_SECTIONS, SUPPORTED_VERSIONS
+from rrd.config.schema import FieldSpec, Shape, field_specs
+from rrd.config.units import format_duration, format_size
+
+__all__ = ["SettingDoc", "iter_settings", "render_docs"]
+
+_OPTIONAL_SECTIONS = {"rpc"}  # core sections whose absence turns a feature off
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    """One config key as documented: `server.on_init.exec_timeout`, `duration`, `1m`, its help."""
+
+    key: str
+    type: str
+    default: str
+    help: str
+
+
+_TYPE_NAMES = {
+    "bool": "bool",
+    "int": "int",
+    "float": "float",
+    "str": "string",
+    "duration": "duration",
+    "size": "size",
+    "words": "string or list",
+    "envmap": "map of strings",
+    "section": "section",
+}
+
+
+def _type_name(shape: Shape) -> str:
+    if shape.kind == "choice":
+        return "one of: " + ", ".join(shape.choices)
+    return _TYPE_NAMES[shape.kind]
+
+
+def _default(spec: FieldSpec) -> str:
+    value: Any = spec.default
+    if spec.required:
+        return "required"
+    if value is None:
+        return "absent"
+    kind = spec.shape.kind
+    if kind == "section":
+        return ""
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind == "duration":
+        return format_duration(value)
+    if kind == "size":
+        return format_size(value)
+    if kind == "words":
+        return shlex.join(value) if value else "[]"
+    if kind == "envmap":
+        return ", ".join(f"{k}={v}" for k, v in value.items()) if value else "{}"
+    if kind in ("str", "choice") and value == "":
+        return '""'
+    return str(value)
+
+
+def _first_line(cls: type) -> str:
+    doc = (cls.__doc__ or "").strip()
+    if doc.startswith(f"{cls.__name__}("):  # the signature @dataclass writes when there is none
+        return ""
+    return doc.split("\n", 1)[0]
+
+
+def _walk(cls: type, prefix: str) -> Iterator[SettingDoc]:
+    for name, spec in field_specs(cls).items():
+        key = f"{prefix}.{name}"
+        yield SettingDoc(key, _type_name(spec.shape), _default(spec), spec.help)
+        if spec.shape.kind == "section" and spec.shape.cls is not None:
+            yield from _walk(spec.shape.cls, key)
+
+
+def iter_settings(sections: Mapping[str, type] = {}) -> Iterator[SettingDoc]:
+    """Every key: version, server.*, logs.*, rpc.*, then each plugin section by name."""
+    versions = " or ".join(f'"{v}"' for v in SUPPORTED_VERSIONS)
+    yield SettingDoc(
+        "version",
+        "string",
+        "required",
+        f'The config format, quoted: {versions} ("2.7" is read as "3").',
+    )
+    for name, cls in [*CORE_SECTIONS.items(), *sorted(sections.items())]:
+        help = _first_line(cls)
+        default = "absent" if name in _OPTIONAL_SECTIONS else ""
+        if name in _OPTIONAL_SECTIONS:
+            help += " Absent: off."
+        elif name not in CORE_SECTIONS:
+            help += " Absent: the plugin is off."
+        yield SettingDoc(name, "section", default, help.strip())
+        yield from _walk(cls, name)
+
+
+def render_docs(sections: Mapping[str, type] = {}, width: int = 100) -> str:
+    """An aligned table of every key, one per line, the help wrapped to `width` columns."""
+    rows = [("KEY", "TYPE", "DEFAULT", "DESCRIPTION")]
+    rows += [(s.key, s.type, s.default, s.help) for s in iter_settings(sections)]
+    # Long types ("one of: ...") and defaults overflow their column rather than widen it for all.
+    widths = [max(len(r[0]) for r in rows)] + [
+        min(max(len(r[i]) for r in rows), cap) for i, cap in ((1, 14), (2, 10))
+    ]
+    indent = sum(widths) + 2 * 3
+    help_width = max(width - indent, 30)
+    lines = []
+    for key, type_, default, help in rows:
+        head = f"{key:<{widths[0]}}  {type_:<{widths[1]}}  {default:<{widths[2]}}  "
+        wrapped = textwrap.wrap(help, help_width) or [""]
+        if len(head) > indent:
+            lines.append(head.rstrip())
+        else:
+            lines.append((head + wrapped.pop(0)).rstrip())
+        lines.extend(" " * indent + more for more in wrapped)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,280 @@
+"""Reading `.rr.yaml`: the file, `-o` overrides, `--dotenv` and `${VAR:-default}` expansion.
+
+Room: config. Imports only `rrd.errors`, the standard library and PyYAML; knows no plugin by
+name (plugins hand in their section classes). Never prints or logs: warnings are returned in
+`Config.warnings`, and every fault a user can cause is a one-line ConfigError naming the file,
+the line and the dotted key (`-o` instead of the file for an override).
+
+The order of work: read and compose the YAML keeping lines; apply the `-o key.path=value`
+overrides to that raw tree (a key the schema does not know is an error naming `-o`); reject
+unknown sections; check `version`; convert each section, expanding `$VAR`, `${VAR}` and
+`${VAR:-default}` in string values. The environment for expansion is `environ` over the
+dotenv file: a variable already set wins, as with godotenv. See `convert` for how strings are
+read as numbers and booleans.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from rrd.config.convert import Converter, expand_env, suggest
+from rrd.config.schema import (
+    Config,
+    LogsConfig,
+    RpcConfig,
+    ServerConfig,
+    Shape,
+    field_specs,
+)
+from rrd.config.tree import FILE, OVERRIDE, Entry, Node, parse_yaml, quote
+from rrd.errors import ConfigError
+
+__all__ = ["CORE_SECTIONS", "SUPPORTED_VERSIONS", "expand_env", "load_config", "load_dotenv"]
+
+CORE_SECTIONS: Final[dict[str, type]] = {
+    "server": ServerConfig,
+    "logs": LogsConfig,
+    "rpc": RpcConfig,
+}
+SUPPORTED_VERSIONS: Final = ("3", "2.7")
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    sections: Mapping[str, type] = {},
+    overrides: Sequence[str] = (),
+    workdir: str | os.PathLike[str] | None = None,
+    dotenv: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, override, expand and check a config file; ConfigError for anything wrong in it."""
+    workdir_path = Path(os.path.abspath(os.getcwd() if workdir is None else workdir))
+    source = Path(os.path.abspath(workdir_path / path))
+    schema = _schema(sections)
+    root = parse_yaml(_read(source), str(source))
+    from_dotenv = load_dotenv(workdir_path / dotenv) if dotenv is not None else {}
+    env = {**from_dotenv, **(os.environ if environ is None else environ)}
+    converter = Converter(str(source), env)
+
+    if root is None or root.value is None:
+        raise ConfigError('the file is empty; it needs at least version: "3"', path=str(source))
+    if not isinstance(root.value, dict):
+        converter.fail(root, "", root.line, f"expected a mapping of sections, got {_what(root)}")
+    for override in overrides:
+        root = _override(root, override, schema)
+    assert isinstance(root.value, dict)
+    entries = root.value
+
+    known = ["version", *schema]
+    for name, entry in entries.items():
+        if name not in schema and name != "version":
+            message = f"unknown section '{name}'" + suggest(name, known)
+            converter.fail(entry.node, name, entry.key_line, message)
+
+    version, warnings = _version(entries.get("version"), root, converter)
+    converted: dict[str, Any] = {}
+    for name, entry in entries.items():
+        if name in schema:
+            converted[name] = converter.section(schema[name], entry.node, name, entry.key_line)
+    return Config(
+        version=version,
+        source=source,
+        workdir=workdir_path,
+        server=converted.pop("server", None) or ServerConfig(),
+        logs=converted.pop("logs", None) or LogsConfig(),
+        rpc=converted.pop("rpc", None),
+        sections=converted,
+        dotenv=from_dotenv,
+        warnings=tuple(warnings),
+    )
+
+
+def _schema(sections: Mapping[str, type]) -> dict[str, type]:
+    """The core sections and the plugins' sections; a bad plugin section is a bug, not a fault."""
+    for name, cls in sections.items():
+        if name in CORE_SECTIONS or name == "version" or not name:
+            raise ValueError(f"a plugin may not own the config section {name!r}")
+        field_specs(cls)  # TypeError now for a class the loader cannot read
+    return {**CORE_SECTIONS, **dict(sorted(sections.items()))}
+
+
+def _read(source: Path) -> str:
+    try:
+        data = source.read_bytes()
+    except ValueError as err:  # a NUL byte in the path
+        raise ConfigError(f"cannot read {source}: {err}", path=str(source)) from None
+    except OSError as err:
+        why = err.strerror or str(err)
+        raise ConfigError(f"cannot read {source}: {why}", path=str(source)) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"not UTF-8 (byte 0x{data[err.start]:02x})", path=str(source), line=line
+        ) from None
+
+
+def _what(node: Node) -> str:
+    return "a list" if isinstance(node.value, list) else f"the scalar {node.value!r}"
+
+
+def _version(entry: Entry | None, root: Node, converter: Converter) -> tuple[str, list[str]]:
+    """The `version` value, which must be the string "3" (or "2.7", with a warning)."""
+    if entry is None:
+        converter.fail(root, "version", root.line, 'missing; write version: "3" at the top')
+    node, line = entry.node, entry.key_line
+    value, _ = converter.scalar(node, "version", line)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        written = node.text or str(value)
+        wanted = written if written in SUPPORTED_VERSIONS else "3"
+        converter.fail(
+            node,
+            "version",
+            line,
+            f'expected a string, got {written} unquoted; write version: "{wanted}"',
+        )
+    if not isinstance(value, str):
+        converter.fail(node, "version", line, 'expected a string; write version: "3"')
+    if value not in SUPPORTED_VERSIONS:
+        converter.fail(
+            node, "version", line, f'unsupported version {quote(value)}; rrd reads version "3"'
+        )
+    warnings = []
+    if value == "2.7":
+        warnings.append(
+            'config version "2.7" is read as version "3"; check the file with '
+            '`rrd config check` and write version: "3"'
+        )
+    return value, warnings
+
+
+def _override(root: Node, text: str, schema: Mapping[str, type]) -> Node:
+    """Apply one `-o key.path=value` to the raw tree; the tree is copied along the path."""
+    dotted, sep, raw = text.partition("=")
+    parts = dotted.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"expected key.path=value, got {quote(text)}", path="-o")
+    top = parts[0]
+    if top == "version":
+        shape = Shape("str")
+    elif top in schema:
+        shape = Shape("section", cls=schema[top])
+    else:
+        raise ConfigError(
+            f"unknown section '{top}'" + suggest(top, ["version", *schema]), path="-o", key=top
+        )
+    return _set(root, parts, 0, {top: shape}, raw)
+
+
+def _set(
+    node: Node | None, parts: list[str], depth: int, fields: Mapping[str, Shape] | None, raw: str
+) -> Node:
+    """A copy of `node` with the override at `parts[depth:]`; `fields` None is an env map."""
+    name = parts[depth]
+    dotted = ".".join(parts[: depth + 1])
+    if fields is None:
+        shape = Shape("str")
+    elif name in fields:
+        shape = fields[name]
+    else:
+        raise ConfigError("unknown key" + suggest(name, list(fields)), path="-o", key=dotted)
+    entries = dict(node.value) if node is not None and isinstance(node.value, dict) else {}
+    if fields is None:  # the override replaces a variable however its name was cased
+        entries = {k: e for k, e in entries.items() if k.upper() != name.upper()}
+    old = entries.get(name)
+    if depth + 1 == len(parts):
+        child = _override_value(raw, shape, dotted)
+    elif shape.kind == "section" and shape.cls is not None:
+        below = {n: spec.shape for n, spec in field_specs(shape.cls).items()}
+        child = _set(old.node if old else None, parts, depth + 1, below, raw)
+    elif shape.kind == "envmap":
+        if depth + 2 < len(parts):
+            raise ConfigError(
+                "an environment variable has no keys below it",
+                path="-o",
+                key=".".join(parts[: depth + 2]),
+            )
+        child = _set(old.node if old else None, parts, depth + 1, None, raw)
+    else:
+        raise ConfigError(f"'{name}' has no keys below it", path="-o", key=dotted)
+    entries[name] = Entry(old.key_line if old and child.origin == FILE else None, child)
+    if node is None or not isinstance(node.value, dict):
+        return Node(entries, None, OVERRIDE)
+    return Node(entries, node.line, node.origin, node.text)
+
+
+def _override_value(raw: str, shape: Shape, dotted: str) -> Node:
+    """The value of an override: YAML flow (`[a, b]`, `{A: b}`) for a list or mapping field,
+    else the string itself, which the converter reads as the field's type."""
+    if shape.kind in ("words", "envmap", "section") and raw.lstrip().startswith(("[", "{")):
+        try:
+            value = parse_yaml(raw, "-o", OVERRIDE)
+        except ConfigError as err:
+            raise ConfigError(err.message, path="-o", key=dotted) from None
+        if value is not None:
+            return value
+    return Node(raw, None, OVERRIDE)
+
+
+_DOTENV_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*)")
+_DOUBLE_ESCAPES: Final = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
+
+
+def load_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read a dotenv file: `KEY=VALUE`, `export KEY=VALUE`, quotes, comments, blank lines."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8-sig") as file:
+            lines = file.read().splitlines()
+    except OSError as err:
+        raise ConfigError(f"cannot read {source}: {err.strerror or err}", path=source) from None
+    except UnicodeDecodeError:  # before ValueError, whose subclass it is
+        raise ConfigError("not UTF-8", path=source) from None
+    except ValueError as err:  # a NUL byte in the path
+        raise ConfigError(f"cannot read {source}: {err}", path=source) from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _DOTENV_LINE.fullmatch(line)
+        if match is None:
+            raise ConfigError(
+                f"expected KEY=VALUE, got {quote(line.strip())}", path=source, line=number
+            )
+        key, rest = match.groups()
+        try:
+            values[key] = _dotenv_value(rest)
+        except ValueError as err:
+            raise ConfigError(str(err), path=source, line=number, key=key) from None
+    return values
+
+
+def _dotenv_value(text: str) -> str:
+    """One value: 'single' is literal, "double" knows \\n \\t \\" \\\\, bare ends at ` #`."""
+    text = text.strip()
+    if text[:1] in ("'", '"'):
+        quote_char = text[0]
+        out: list[str] = []
+        i = 1
+        while i < len(text):
+            char = text[i]
+            if char == quote_char:
+                rest = text[i + 1 :].strip()
+                if rest and not rest.startswith("#"):
+                    raise ValueError(f"unexpected text after the closing quote: {quote(rest)}")
+                return "".join(out)
+            if char == "\\" and quote_char == '"' and i + 1 < len(text):
+                out.append(_DOUBLE_ESCAPES.get(text[i + 1], "\\" + text[i + 1]))
+                i += 2
+                continue
+            out.append(char)
+            i += 1
+        raise ValueError(f"missing closing {quote_char}")
+    comment = re.search(r"\s#", text)
+    return (text[: comment.start()] if comment else text).strip()

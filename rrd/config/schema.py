@@ -1,0 +1,366 @@
+"""The config schema: frozen dataclasses whose fields carry their help text, and their shapes.
+
+Room: config. Imports only `rrd.errors` and the standard library; knows no plugin by name.
+
+A section is a frozen dataclass whose fields are declared with `setting()`. The loader and
+`rrd config docs` read the fields' type annotations; `shape_of` reduces an annotation to one
+of the few shapes the loader knows:
+
+| annotation | shape | written as |
+| --- | --- | --- |
+| `bool`, `int`, `float`, `str` | the same | YAML scalars |
+| `Duration`, `Size` | duration, size | `"1m30s"`; `512`, `"64MiB"` |
+| `Literal["a", "b"]` | choice | one of the strings |
+| `tuple[str, ...]` | words | a string split like a shell would (no shell runs), or a list |
+| `dict[str, str]` | env map | a mapping; keys upper-cased, values scalars turned to strings |
+| a frozen dataclass | section | a mapping |
+| `X | None` | optional X | absent or null means None |
+"""
+
+# setting() returns a dataclasses.field, as RUF009 cannot know; every default is copied.
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, TypeVar
+
+from rrd.config.units import DURATION, SIZE, Duration, Unit
+
+__all__ = [
+    "REQUIRED",
+    "Config",
+    "FieldSpec",
+    "LogsConfig",
+    "OnInitConfig",
+    "PoolConfig",
+    "RpcConfig",
+    "ServerConfig",
+    "Shape",
+    "SupervisorConfig",
+    "field_specs",
+    "setting",
+    "shape_of",
+]
+
+T = TypeVar("T")
+
+REQUIRED: Any = dataclasses.MISSING
+"""Pass as the default of `setting()` for a key the user must write."""
+
+
+def setting(
+    default: T,
+    help: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: Sequence[str] | None = None,
+    nonempty: bool = False,
+    check: Callable[[Any], None] | None = None,
+) -> T:
+    """Declare a config field with its default, help text and limits (a `dataclasses.field`)."""
+    metadata: dict[str, Any] = {"help": help}
+    if minimum is not None:
+        metadata["minimum"] = minimum
+    if maximum is not None:
+        metadata["maximum"] = maximum
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if nonempty:
+        metadata["nonempty"] = True
+    if check is not None:
+        # `check(value)` raises ValueError with a message for the user.
+        metadata["check"] = check
+    if default is REQUIRED:
+        result: T = field(metadata=metadata)
+        return result
+    if isinstance(default, (dict, list, set)) or dataclasses.is_dataclass(default):
+        # A dict inside a frozen dataclass is still mutable: every instance gets its own copy.
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the loader expects for one field, reduced from its type annotation."""
+
+    kind: Literal[
+        "bool", "int", "float", "str", "duration", "size", "choice", "words", "envmap", "section"
+    ]
+    optional: bool = False
+    choices: tuple[str, ...] = ()
+    cls: type | None = None
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of a section: its shape, default and the metadata given to `setting()`."""
+
+    name: str
+    shape: Shape
+    default: Any  # dataclasses.MISSING when the key is required
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    nonempty: bool = False
+    check: Callable[[Any], None] | None = None
+
+    @property
+    def required(self) -> bool:
+        """True when the user must write this key."""
+        return self.default is dataclasses.MISSING
+
+
+_SCALARS: Final[dict[object, Literal["bool", "int", "float", "str"]]] = {
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+}
+
+
+def shape_of(annotation: Any) -> Shape:
+    """Reduce a field's type annotation to a Shape; TypeError for what the loader cannot read."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            return dataclasses.replace(shape_of(rest[0]), optional=True)
+    elif origin is Annotated:
+        units = [a for a in args[1:] if isinstance(a, Unit)]
+        if units == [DURATION] and args[0] is float:
+            return Shape("duration")
+        if units == [SIZE] and args[0] is int:
+            return Shape("size")
+        if not units:
+            return shape_of(args[0])
+    elif origin is Literal:
+        if args and all(isinstance(a, str) for a in args):
+            return Shape("choice", choices=tuple(args))
+    elif origin is tuple:
+        if args == (str, ...):
+            return Shape("words")
+    elif origin is dict:
+        if args == (str, str):
+            return Shape("envmap")
+    elif annotation in _SCALARS:
+        return Shape(_SCALARS[annotation])
+    elif isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return Shape("section", cls=annotation)
+    raise TypeError(f"the config loader cannot read a field of type {annotation!r}")
+
+
+@functools.cache
+def field_specs(cls: type) -> dict[str, FieldSpec]:
+    """The fields of a section class, in declaration order."""
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"a config section must be a dataclass, not {cls!r}")
+    hints = typing.get_type_hints(cls, include_extras=True)
+    specs: dict[str, FieldSpec] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        try:
+            shape = shape_of(hints[f.name])
+        except TypeError as err:
+            raise TypeError(f"{cls.__qualname__}.{f.name}: {err}") from None
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        meta = f.metadata
+        choices = meta.get("choices")
+        if choices is not None:
+            if shape.kind != "str":
+                raise TypeError(f"{cls.__qualname__}.{f.name}: choices= needs a str field")
+            shape = dataclasses.replace(shape, kind="choice", choices=tuple(choices))
+        specs[f.name] = FieldSpec(
+            name=f.name,
+            shape=shape,
+            default=default,
+            help=meta.get("help", ""),
+            minimum=meta.get("minimum"),
+            maximum=meta.get("maximum"),
+            nonempty=meta.get("nonempty", False),
+            check=meta.get("check"),
+        )
+    return specs
+
+
+_LISTEN = re.compile(r"(?:tcp://[^\s]*:[0-9]+|unix://[^\s]+)")
+
+
+def _check_listen(address: str) -> None:
+    if not _LISTEN.fullmatch(address):
+        raise ValueError(f'expected "tcp://HOST:PORT" or "unix:///path/to/socket", got "{address}"')
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """When a pool retires its workers; 0 turns a limit off."""
+
+    watch_tick: Duration = setting(
+        5.0,
+        "How often the limits below are checked.",
+        minimum=0.1,
+    )
+    ttl: Duration = setting(
+        0.0,
+        "Retire a worker this long after it started (after its current job).",
+        minimum=0,
+    )
+    idle_ttl: Duration = setting(
+        0.0,
+        "Retire a worker that has had no job for this long.",
+        minimum=0,
+    )
+    exec_ttl: Duration = setting(
+        0.0,
+        "Kill a worker whose job runs longer than this.",
+        minimum=0,
+    )
+    max_worker_memory: int = setting(
+        0,
+        "Retire a worker whose resident memory (RSS) exceeds this many MiB.",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """A plugin's worker pool, as RoadRunner's `pool` block."""
+
+    num_workers: int = setting(0, "Number of workers; 0 means one per CPU.", minimum=0)
+    max_jobs: int = setting(
+        0,
+        "Retire a worker after this many jobs; 0 means never.",
+        minimum=0,
+    )
+    max_queue_size: int = setting(
+        0,
+        "Most jobs that may wait for a free worker; 0 means no limit.",
+        minimum=0,
+    )
+    allocate_timeout: Duration = setting(
+        60.0,
+        "Longest wait for a worker: spawn plus pid handshake, or a free worker for a job.",
+        minimum=0,
+    )
+    destroy_timeout: Duration = setting(
+        60.0,
+        "Grace period for a worker to stop before it is killed.",
+        minimum=0,
+    )
+    reset_timeout: Duration = setting(
+        60.0,
+        "Longest a reset (replace every worker) may take.",
+        minimum=0,
+    )
+    command: tuple[str, ...] = setting(
+        (),
+        "The workers' command, when it differs from server.command; empty uses server.command.",
+        nonempty=True,
+    )
+    env: dict[str, str] = setting(
+        {},
+        "Environment added for this pool's workers, after server.env.",
+    )
+    debug: bool = setting(False, "Start a fresh worker for every job (slow; for development).")
+    supervisor: SupervisorConfig = setting(SupervisorConfig(), "Worker retirement limits.")
+
+
+@dataclass(frozen=True)
+class OnInitConfig:
+    """A command run once before any worker starts."""
+
+    command: tuple[str, ...] = setting(
+        REQUIRED,
+        "The command: a string split into words (no shell), or a list.",
+        nonempty=True,
+    )
+    exec_timeout: Duration = setting(
+        60.0,
+        "Kill the command when it runs longer than this.",
+        minimum=0,
+    )
+    exit_on_error: bool = setting(
+        False,
+        "Stop rrd when the command fails; otherwise log the failure and go on.",
+    )
+    env: dict[str, str] = setting({}, "Environment added for the command.")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How workers are started: RoadRunner's `server` section."""
+
+    command: tuple[str, ...] = setting(
+        (),
+        "The worker program and its arguments: a string split into words like a shell "
+        "would (no shell runs), or a list.",
+        nonempty=True,
+    )
+    env: dict[str, str] = setting(
+        {},
+        "Environment added for every worker; keys are upper-cased.",
+    )
+    relay: str = setting(
+        "pipes",
+        "How rrd talks to workers: over their stdin and stdout.",
+        choices=("pipes",),
+    )
+    user: str = setting("", "Run workers as this user (rrd must run as root); empty keeps rrd's.")
+    group: str = setting("", "Run workers with this group; empty keeps rrd's.")
+    on_init: OnInitConfig | None = setting(None, "A command run once before any worker starts.")
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    """rrd's own log."""
+
+    mode: Literal["production", "development"] = setting(
+        "production",
+        "production: one JSON object per line; development: the same for humans.",
+    )
+    level: Literal["debug", "info", "warn", "warning", "error"] = setting(
+        "info",
+        "The least severe level written (warn and warning are the same).",
+    )
+    output: str = setting("stderr", "Where the log goes: stderr, stdout, or a file path.")
+
+
+@dataclass(frozen=True)
+class RpcConfig:
+    """The control socket that `rrd workers`, `rrd reset` and PHP's RPC client talk to."""
+
+    listen: str = setting(
+        "tcp://127.0.0.1:6001",
+        "Address: tcp://HOST:PORT or unix:///path/to/socket.",
+        check=_check_listen,
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole config file, read and checked."""
+
+    version: str
+    source: Path
+    workdir: Path
+    server: ServerConfig = field(default_factory=ServerConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    rpc: RpcConfig | None = None
+    sections: Mapping[str, Any] = field(default_factory=dict)
+    dotenv: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
