@@ -35,8 +35,9 @@ def test_version() -> None:
     assert result.returncode == 0 and __version__ in result.stdout
 
 
-def test_example_config_is_valid() -> None:
-    result = rrd_cli("config", "check", "-c", "etc/rrd/rr.yaml")
+@pytest.mark.parametrize("path", ["etc/rrd/rr.yaml", "examples/php/rr.yaml"])
+def test_example_configs_are_valid(path: str) -> None:
+    result = rrd_cli("config", "check", "-c", path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("rr.yaml: ok")
 
@@ -50,7 +51,10 @@ def test_example_config_is_valid() -> None:
         ('version: "3"\nserver:\n  command: ""\n', r":3: server.command: "),
         ('version: "3"\nticker: [unclosed\n', r":\d+: "),
         ('version: "3"\nticker:\n  pool:\n    num_workers: -1\n', r":4: ticker.pool.num_workers: "),
-        ('version: "3"\nticker:\n  exec_timeout: 0s\n', r":3: ticker.exec_timeout: must be positive"),
+        (
+            'version: "3"\nticker:\n  exec_timeout: 0s\n',
+            r":3: ticker.exec_timeout: must be positive",
+        ),
     ],
 )
 def test_config_check_bad_files_exit_78_with_one_line(
