@@ -76,6 +76,16 @@ class Pool:
 
     async def start(self) -> None:
         """Start every worker; if any fails to boot, stop the rest and raise its BootError."""
+        ignored = [
+            name
+            for name, value in vars(self.config.supervisor).items()
+            if value and name != "watch_tick"
+        ]
+        if ignored:
+            log.warning(
+                f"pool.supervisor limits are not enforced yet: {', '.join(ignored)}",
+                extra={"event": "config.ignored", "plugin": self.name, "keys": ignored},
+            )
         began = time.monotonic()
         results = await asyncio.gather(
             *(Worker.start(self.spec) for _ in range(self.size)), return_exceptions=True
@@ -234,7 +244,7 @@ class Pool:
         self._idle.append(worker)
 
     def _after_job(self, worker: Worker) -> None:
-        max_jobs = self.config.max_jobs
+        max_jobs = 1 if self.config.debug else self.config.max_jobs
         if worker.state is WorkerState.DRAINING:
             self._retire(worker, worker.reason or RetireReason.RESET)
         elif max_jobs and worker.execs >= max_jobs:

@@ -137,6 +137,12 @@ async def test_max_jobs_retires_a_worker_after_that_many_execs() -> None:
         assert served[6] not in (served[0], served[3])
 
 
+async def test_debug_mode_starts_a_fresh_worker_for_every_job() -> None:
+    async with running(num_workers=1, debug=True) as pool:
+        served = [(await pool.exec(Payload(b"PID"))).worker_pid for _ in range(3)]
+        assert len(set(served)) == 3
+
+
 async def test_queue_full_fails_at_once() -> None:
     async with running(num_workers=1, max_queue_size=1) as pool:
         busy = asyncio.create_task(pool.exec(Payload(b"SLEEP:1")))
