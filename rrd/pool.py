@@ -100,6 +100,7 @@ class Pool:
             slot.task = asyncio.create_task(
                 self._keep_filled(slot), name=f"{self.name}-slot-{index}"
             )
+            slot.task.add_done_callback(self._slot_ended)
             self._slots.append(slot)
             self._idle.append(worker)
         log.info(
@@ -313,6 +314,14 @@ class Pool:
                 break
             return worker
         return None
+
+    def _slot_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error(
+                f"a slot of pool {self.name!r} stopped on a bug in rrd and will not be refilled",
+                exc_info=error,
+                extra={"event": "pool.slot_crashed", "plugin": self.name},
+            )
 
     async def _notify(self) -> None:
         async with self._changed:

@@ -162,11 +162,12 @@ class Ticker:
         began = self.clock.monotonic()
         try:
             reply = await self.exec_payload(payload)
-        except RrdError as exc:
+        except Exception as exc:  # every tick is accounted for, even one that met a bug
             reason = failure_reason(exc)
             self.stats.failed[reason] += 1
             log.warning(
                 f"tick {tick} failed: {exc}",
+                exc_info=None if isinstance(exc, RrdError) else exc,
                 extra={
                     "event": "ticker.failed",
                     "plugin": "ticker",
@@ -208,6 +209,7 @@ class TickerPlugin(Plugin):
             raise Disabled
         self.ctx = ctx
         self.config = config
+        self.interval = config.interval or DEFAULT_INTERVAL
         self.pool: Pool | None = None
         self.ticker: Ticker | None = None
         self._task: asyncio.Task[None] | None = None
@@ -219,12 +221,13 @@ class TickerPlugin(Plugin):
         timeout = self.config.exec_timeout
         self.ticker = Ticker(
             lambda payload: pool.exec(payload, timeout=timeout),
-            interval=self.config.interval or DEFAULT_INTERVAL,
+            interval=self.interval,
             clock=self.ctx.clock,
             overlap=self.config.overlap,
             max_parallel=pool.size,
         )
         self._task = asyncio.create_task(self.ticker.run(), name="ticker")
+        self._task.add_done_callback(self._schedule_ended)
         log.info(
             f"ticking every {self.ticker.interval:g}s",
             extra={
@@ -256,6 +259,14 @@ class TickerPlugin(Plugin):
                     "skipped_late": stats.skipped_late,
                     "skipped_overlap": stats.skipped_overlap,
                 },
+            )
+
+    def _schedule_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.critical(
+                "the ticker's clock stopped on a bug in rrd; no more ticks will be sent",
+                exc_info=error,
+                extra={"event": "ticker.crashed", "plugin": self.name},
             )
 
     async def reset(self) -> None:

@@ -6,14 +6,23 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rrd.config import load_config
 from rrd.errors import ExecTimeout, NoWorkers, SoftJobError, WorkerCrashed
-from rrd.plugins.ticker import Ticker, failure_reason
+from rrd.plugins.base import PluginContext
+from rrd.plugins.ticker import (
+    Ticker,
+    TickerConfig,
+    TickerPlugin,
+    failure_reason,
+)
 from rrd.pool import Reply
 from rrd.protocol.control import Payload
+from rrd.server import Server
 from tests.fakes import FakeClock, settle
 
 
@@ -143,6 +152,17 @@ async def test_every_failure_is_counted_and_the_clock_keeps_going(
     assert {r.reason for r in failed} == {reason}
 
 
+async def test_a_bug_in_exec_is_counted_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with ticking() as (ticker, recorder, clock):
+        recorder.fail = KeyError("oops")
+        await clock.advance(2)
+        assert ticker.stats.failed == {"error": 2}
+    failed = [r for r in caplog.records if getattr(r, "event", "") == "ticker.failed"]
+    assert failed and all(r.exc_info for r in failed)
+
+
 async def test_every_due_tick_is_accounted_for() -> None:
     async with ticking() as (ticker, recorder, clock):
         recorder.duration = 1.5
@@ -152,3 +172,18 @@ async def test_every_due_tick_is_accounted_for() -> None:
         due = int(clock.now - 1000)
         stats = ticker.stats
         assert stats.sent + stats.skipped_late + stats.skipped_overlap == due
+
+
+@pytest.mark.parametrize(
+    ("text", "interval"), [("0", 1.0), ("0s", 1.0), ("250ms", 0.25), ("", 1.0)]
+)
+def test_interval_zero_or_absent_means_one_second(
+    tmp_path: Path, text: str, interval: float
+) -> None:
+    path = tmp_path / "rr.yaml"
+    line = f"  interval: {text}\n" if text else "  overlap: skip\n"
+    path.write_text(f'version: "3"\nserver:\n  command: worker\nticker:\n{line}')
+    config = load_config(path, sections={"ticker": TickerConfig})
+    plugin = TickerPlugin()
+    plugin.init(PluginContext(config, Server(config), FakeClock()))
+    assert plugin.interval == interval
