@@ -188,6 +188,7 @@ class Pool:
             await asyncio.gather(*(s.task for s in self._slots if s.task), return_exceptions=True)
             return
         self._closing = True
+        await self._notify()  # wakes slots waiting out a backoff
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -293,8 +294,7 @@ class Pool:
                         "delay_s": round(delay, 3),
                     },
                 )
-                await asyncio.sleep(delay)
-                if self._closing:
+                if await self._wait_for(lambda: self._closing, delay):
                     break
             try:
                 worker = await Worker.start(self.spec)

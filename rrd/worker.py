@@ -42,6 +42,8 @@ from rrd.protocol.relay import read_frame, write_frame
 log = logging.getLogger("rrd.worker")
 
 STDERR_LINE_LIMIT = 64 * 1024
+STDERR_DRAIN_TIMEOUT = 1.0
+"""How long after a worker's exit its stderr may still be read before the relay is dropped."""
 PONG = Frame(stream=Stream.PONG)
 _RELAY_FAULTS = (FrameError, EOFError, ConnectionError, OSError)
 
@@ -105,12 +107,54 @@ def kill_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
         os.killpg(pid, sig)
 
 
+class _ReapAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol, plus an event set the moment the process is reaped.
+
+    On Python 3.11 `Process.wait()` returns only once every pipe has closed, which a grandchild
+    that escaped the process group (and kept stdout or stderr) can put off for ever.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.reaped = asyncio.Event()
+        self.transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self.transport = transport
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.reaped.set()
+
+
+async def _spawn(spec: WorkerSpec) -> tuple[asyncio.subprocess.Process, _ReapAwareProtocol]:
+    """What `asyncio.create_subprocess_exec` does, with the reap-aware protocol."""
+    loop = asyncio.get_running_loop()
+    pipe = asyncio.subprocess.PIPE
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _ReapAwareProtocol(STDERR_LINE_LIMIT, loop),
+        *spec.argv,
+        stdin=pipe,
+        stdout=pipe,
+        stderr=pipe,
+        env=dict(spec.env),
+        cwd=spec.cwd,
+        start_new_session=True,
+        user=spec.user or None,
+        group=spec.group or None,
+    )
+    return asyncio.subprocess.Process(transport, protocol, loop), protocol
+
+
 @dataclass(eq=False)
 class Worker:
     """One running worker process and its relay. Create with `await Worker.start(spec)`."""
 
     spec: WorkerSpec
     process: asyncio.subprocess.Process
+    protocol: _ReapAwareProtocol
     created: float = field(default_factory=time.time)
     started_at: float = field(default_factory=time.monotonic)
     execs: int = 0
@@ -142,18 +186,7 @@ class Worker:
         began = time.monotonic()
         try:
             async with asyncio.timeout(spec.allocate_timeout):
-                process = await asyncio.create_subprocess_exec(
-                    *spec.argv,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    env=dict(spec.env),
-                    cwd=spec.cwd,
-                    start_new_session=True,
-                    limit=STDERR_LINE_LIMIT,
-                    user=spec.user or None,
-                    group=spec.group or None,
-                )
+                process, protocol = await _spawn(spec)
         except TimeoutError:
             raise BootError(
                 f"could not spawn {spec.argv[0]!r} in {spec.allocate_timeout:g}s"
@@ -161,7 +194,7 @@ class Worker:
         except (OSError, ValueError, KeyError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BootError(f"cannot start {spec.argv[0]!r}: {reason}") from None
-        worker = cls(spec, process)
+        worker = cls(spec, process, protocol)
         worker._tasks = [
             asyncio.create_task(worker._relay_stderr(), name=f"stderr-{process.pid}"),
             asyncio.create_task(worker._watch_exit(), name=f"exit-{process.pid}"),
@@ -295,7 +328,8 @@ class Worker:
         """SIGKILL the process group now and wait until the process is reaped."""
         if self._fsm.state.live and self._fsm.state is not WorkerState.STOPPING:
             self._fsm.to(WorkerState.ERRORED)
-        kill_group(self.pid)
+        if self.process.returncode is None:  # once reaped, its pid may belong to another
+            kill_group(self.pid)
         await self._exited.wait()
 
     async def wait_exited(self) -> int:
@@ -346,7 +380,8 @@ class Worker:
         return str(exc) or type(exc).__name__
 
     async def _watch_exit(self) -> None:
-        returncode = await self.process.wait()
+        await self.protocol.reaped.wait()
+        returncode = self.process.returncode
         kill_group(self.pid)  # its own children never outlive it
         if self._fsm.state is WorkerState.STOPPING:
             self._fsm.to(WorkerState.STOPPED)
@@ -354,8 +389,14 @@ class Worker:
             self._fsm.to(WorkerState.ERRORED)
         if self.process.stdin is not None:
             self.process.stdin.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._tasks[0]  # the last stderr lines are logged before the exit
+        relay = self._tasks[0]
+        try:  # the last stderr lines are logged before the exit...
+            async with asyncio.timeout(STDERR_DRAIN_TIMEOUT):
+                await asyncio.shield(relay)
+        except TimeoutError:  # ...unless an escaped grandchild holds stderr open
+            relay.cancel()
+            if self.protocol.transport is not None:
+                self.protocol.transport.close()  # then the pipes never close by themselves
         self._exited.set()
         expected = self._fsm.state is WorkerState.STOPPED
         log.log(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -215,3 +216,24 @@ async def test_retired_workers_exit_with_the_reason() -> None:
         await pool.exec(Payload(b"x"))
         await first.wait_exited()
         assert first.reason is RetireReason.MAX_JOBS and first.state is WorkerState.STOPPED
+
+
+async def test_failed_starts_back_off_and_destroy_does_not_wait_for_the_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = pool_of("boot_once", num_workers=1)
+    pool = Pool(
+        "test", replace(pool.spec, argv=(*pool.spec.argv, str(tmp_path / "booted"))), pool.config
+    )
+    await pool.start()
+    with pytest.raises(WorkerCrashed):
+        await pool.exec(Payload(b"CRASH"))
+
+    def backoffs() -> list[float]:
+        return [r.delay_s for r in caplog.records if getattr(r, "event", "") == "pool.backoff"]
+
+    await eventually(lambda: backoffs() and backoffs()[-1] >= 0.3, timeout=20)
+    assert backoffs() == sorted(backoffs())  # exponential: each wait longer than the last
+    began = time.monotonic()
+    await pool.destroy()
+    assert time.monotonic() - began < 0.5

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
+import time
 
 import pytest
 
@@ -138,3 +140,21 @@ async def test_info_reports_memory_and_command() -> None:
         assert sys.executable in info.command
     finally:
         await worker.stop(5, RetireReason.DESTROY)
+
+
+async def test_an_escaped_grandchild_holding_stderr_does_not_hang_the_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="rrd.worker")
+    worker = await Worker.start(spec("escaped_child"))
+    line = await eventually(
+        lambda: next((r for r in caplog.records if r.getMessage().startswith("escaped")), None)
+    )
+    grandchild = int(line.getMessage().split()[1])
+    try:
+        began = time.monotonic()
+        await worker.stop(5, RetireReason.DESTROY)
+        assert time.monotonic() - began < 3
+        assert worker.returncode == 0
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
