@@ -23,7 +23,7 @@ from rrd.config import Config, load_config, render_docs
 from rrd.errors import EX_SOFTWARE, EX_USAGE, RrdError, UsageError
 from rrd.plugins import registry
 from rrd.supervisor import Supervisor
-from rrd.worker import install_child_watcher
+from rrd.worker import install_child_watcher, kill_all_workers
 
 log = logging.getLogger("rrd.cli")
 
@@ -152,9 +152,16 @@ def plugins(config_path: str | None) -> None:
 
 
 def run(main: Any) -> None:
-    """Run the daemon's one event loop."""
+    """Run the daemon's one event loop; whatever way it ends, no worker outlives it."""
     install_child_watcher()
-    asyncio.run(main)
+    try:
+        asyncio.run(main)
+    finally:
+        if left := kill_all_workers():
+            log.error(
+                f"killed {left} workers still running as rrd exited",
+                extra={"event": "supervisor.orphans_killed", "workers": left},
+            )
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from rrd.clock import Clock, SystemClock
 from rrd.config import Config
 from rrd.plugins.base import Disabled, Plugin, PluginContext, Resettable
 from rrd.server import Server
+from rrd.worker import kill_all_workers
 
 log = logging.getLogger("rrd.supervisor")
 
@@ -46,6 +47,7 @@ class Supervisor:
         self.plugin_classes = dict(plugins)
         self.clock = clock or SystemClock()
         self.serving: list[Plugin] = []
+        self.stopping = False
         self._commands: asyncio.Queue[Command] | None = None
 
     def request(self, command: Command) -> None:
@@ -63,6 +65,7 @@ class Supervisor:
                     await self._handle(command)
                 log.info("stopping", extra={"event": "supervisor.stopping"})
             finally:
+                self.stopping = True
                 await self._stop()
         log.info("stopped", extra={"event": "supervisor.stopped"})
 
@@ -116,12 +119,23 @@ class Supervisor:
                     extra={"event": "plugin.stop_failed", "plugin": plugin.name},
                 )
 
+    def _on_signal(self, signum: signal.Signals, command: Command) -> None:
+        """Queue the signal's command; a stop signal during a graceful stop stops now."""
+        if self.stopping and command is Command.STOP:
+            killed = kill_all_workers()
+            log.warning(
+                f"{signum.name} again: stopping now; killed {killed} workers",
+                extra={"event": "supervisor.stop_now", "workers": killed},
+            )
+            return
+        self.request(command)
+
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
         """Signals only queue a Command; handlers live exactly as long as `run`."""
         loop = asyncio.get_running_loop()
         for signum, command in SIGNAL_COMMANDS.items():
-            loop.add_signal_handler(signum, self.request, command)
+            loop.add_signal_handler(signum, self._on_signal, signum, command)
         try:
             yield
         finally:

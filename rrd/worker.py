@@ -101,6 +101,17 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit code {returncode}"
 
 
+_unreaped: set[int] = set()
+"""Process groups of the workers this process started and has not reaped yet."""
+
+
+def kill_all_workers() -> int:
+    """SIGKILL every worker not yet reaped: the last resort on the way out. Returns how many."""
+    for pid in list(_unreaped):
+        kill_group(pid)
+    return len(_unreaped)
+
+
 def kill_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
     """Signal a worker's whole process group (it leads its own session)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -145,6 +156,7 @@ async def _spawn(spec: WorkerSpec) -> tuple[asyncio.subprocess.Process, _ReapAwa
         user=spec.user or None,
         group=spec.group or None,
     )
+    _unreaped.add(transport.get_pid())
     return asyncio.subprocess.Process(transport, protocol, loop), protocol
 
 
@@ -185,12 +197,7 @@ class Worker:
         """Spawn the process and finish the pid handshake within `allocate_timeout`."""
         began = time.monotonic()
         try:
-            async with asyncio.timeout(spec.allocate_timeout):
-                process, protocol = await _spawn(spec)
-        except TimeoutError:
-            raise BootError(
-                f"could not spawn {spec.argv[0]!r} in {spec.allocate_timeout:g}s"
-            ) from None
+            process, protocol = await _spawn(spec)  # not under a timeout: it could orphan a fork
         except (OSError, ValueError, KeyError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BootError(f"cannot start {spec.argv[0]!r}: {reason}") from None
@@ -258,8 +265,8 @@ class Worker:
             await self.kill()
             raise ExecTimeout(f"{self.last_error}; killed", pid=self.pid) from None
         except _RELAY_FAULTS as exc:
+            await self.kill()  # first, so that the message can give its exit code
             self.last_error = self._fault(exc)
-            await self.kill()
             raise WorkerCrashed(self.last_error, pid=self.pid) from None
         except BaseException:
             # Cancelled mid-exec: the reply is still coming, so the relay is out of step.
@@ -383,6 +390,7 @@ class Worker:
         await self.protocol.reaped.wait()
         returncode = self.process.returncode
         kill_group(self.pid)  # its own children never outlive it
+        _unreaped.discard(self.pid)
         if self._fsm.state is WorkerState.STOPPING:
             self._fsm.to(WorkerState.STOPPED)
         elif self._fsm.state.live:

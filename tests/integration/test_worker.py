@@ -89,7 +89,7 @@ async def test_garbage_reply_kills_the_worker() -> None:
 
 async def test_eof_mid_exec_is_a_crash() -> None:
     worker = await Worker.start(spec("echo"))
-    with pytest.raises(WorkerCrashed, match="closed its relay"):
+    with pytest.raises(WorkerCrashed, match=r"closed its relay \(exit code 3\)"):
         await worker.exec(Payload(b"CRASH"), timeout=5)
     assert await worker.wait_exited() == 3
 

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,18 @@ def test_workers_die_with_rrd_even_when_rrd_is_killed(rrd: Any, tmp_path: Path) 
     os.kill(daemon.process.pid, signal.SIGKILL)
     daemon.wait()
     wait_until(lambda: not any(pid_alive(pid) for pid in workers), timeout=10)
+
+
+def test_a_second_sigterm_stops_now(rrd: Any, tmp_path: Path) -> None:
+    daemon = rrd(
+        config("stubborn", interval="1h").replace("destroy_timeout: 5s", "destroy_timeout: 30s")
+    )
+    daemon.wait_event("supervisor.ready")
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_event("worker.terminate")  # the stop frame was ignored; now it ignores SIGTERM
+    began = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=10) == 0
+    assert time.monotonic() - began < 3
+    (stop_now,) = daemon.events("supervisor.stop_now")
+    assert stop_now["workers"] == 1
