@@ -9,6 +9,8 @@ from rrd.config.load import expand_env, load_config, load_dotenv
 from rrd.config.schema import (
     REQUIRED,
     Config,
+    FileLoggerOptions,
+    LogChannelConfig,
     LogsConfig,
     OnInitConfig,
     PoolConfig,
@@ -30,6 +32,8 @@ __all__ = [
     "REQUIRED",
     "Config",
     "Duration",
+    "FileLoggerOptions",
+    "LogChannelConfig",
     "LogsConfig",
     "OnInitConfig",
     "PoolConfig",

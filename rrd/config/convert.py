@@ -85,21 +85,35 @@ _EXPECTED = {
     "words": "a command (a string or a list of strings)",
     "envmap": "a mapping of names to strings",
     "section": "a mapping",
+    "sectionmap": "a mapping of names to mappings",
 }
 
 
 class Converter:
-    """Turns raw Nodes into values of section dataclasses; every error names file, line, key."""
+    """Turns raw Nodes into values of section dataclasses; every error names file, line, key.
+
+    Warnings (a RoadRunner key or value rrd reads its own way) collect in `warnings`, each
+    worded and placed like an error.
+    """
 
     def __init__(self, source: str, environ: Mapping[str, str]) -> None:
         self.source = source
         self.environ = environ
+        self.warnings: list[str] = []
+
+    def error(self, node: Node, key: str, line: int | None, message: str) -> ConfigError:
+        """A ConfigError about `node` at `key`, on `line` of the file or on `-o`."""
+        if node.origin == OVERRIDE:
+            return ConfigError(message, path="-o", key=key or None)
+        return ConfigError(message, path=self.source, line=line, key=key or None)
 
     def fail(self, node: Node, key: str, line: int | None, message: str) -> NoReturn:
-        """Raise a ConfigError about `node` at `key`, on `line` of the file or on `-o`."""
-        if node.origin == OVERRIDE:
-            raise ConfigError(message, path="-o", key=key or None)
-        raise ConfigError(message, path=self.source, line=line, key=key or None)
+        """Raise `error(...)`."""
+        raise self.error(node, key, line, message)
+
+    def warn(self, node: Node, key: str, line: int | None, message: str) -> None:
+        """Add `FILE:LINE: KEY: message` (or `-o: KEY: message`) to the warnings."""
+        self.warnings.append(str(self.error(node, key, line, message)))
 
     def section(self, cls: type, node: Node, key: str, line: int | None) -> Any:
         """A section dataclass from a mapping node (null means all defaults)."""
@@ -118,6 +132,9 @@ class Converter:
             if spec is None:
                 self.fail(entry.node, sub, at, "unknown key" + suggest(name, list(specs)))
             values[name] = self.field(spec, entry.node, sub, at)
+            if spec.ignored is not None:
+                message = f"RoadRunner setting; rrd accepts it and ignores it ({spec.ignored})"
+                self.warn(entry.node, sub, at, message)
         for name, spec in specs.items():
             if spec.required and name not in values:
                 self.fail(node, join(key, name), line, "missing; this key is required")
@@ -156,6 +173,9 @@ class Converter:
         if shape.kind == "section":
             assert shape.cls is not None
             return self.section(shape.cls, node, key, line)
+        if shape.kind == "sectionmap":
+            assert shape.cls is not None
+            return {} if node.value is None else self.sectionmap(shape.cls, node, key, line)
         if shape.kind == "envmap":
             return {} if node.value is None else self.envmap(node, key, line)
         if shape.kind == "words":
@@ -172,6 +192,11 @@ class Converter:
                 for choice in shape.choices:
                     if value.lower() == choice.lower():
                         return choice
+                for written, meant in shape.aliases:
+                    if value.lower() == written.lower():
+                        message = f"RoadRunner value {quote(value)}; rrd reads it as {quote(meant)}"
+                        self.warn(node, key, line, message)
+                        return meant
                 close = closest(value, list(shape.choices))
                 hint = f"; did you mean '{close}'?" if close else ""
                 self.fail(
@@ -283,6 +308,16 @@ class Converter:
             return tuple(shlex.split(value))
         except ValueError as err:
             self.fail(node, key, line, f"cannot split {quote(value)} into words: {err}")
+
+    def sectionmap(self, cls: type, node: Node, key: str, line: int | None) -> dict[str, Any]:
+        """A mapping of names, kept as written, to sections of one class."""
+        if not isinstance(node.value, dict):
+            self.fail(node, key, line, self.expected("sectionmap", node.value))
+        sections = {}
+        for name, entry in node.value.items():
+            at = entry.key_line if entry.key_line is not None else entry.node.line
+            sections[name] = self.section(cls, entry.node, join(key, name), at)
+        return sections
 
     def envmap(self, node: Node, key: str, line: int | None) -> dict[str, str]:
         """An environment map: keys upper-cased as RoadRunner does, values scalars as strings."""

@@ -1,10 +1,15 @@
 """Every config key with its type, default and help: what `rrd config docs` prints.
 
 Room: config. Imports only `rrd.errors`, the standard library and the rest of `rrd.config`.
+
+A key rrd accepts only for RoadRunner's sake (`setting(ignored=...)`) is marked "(ignored;
+RoadRunner compatibility)" with the reason, and the keys below it are named in its help
+rather than listed one by one. A choice's aliases are named after its help.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import textwrap
 from collections.abc import Iterator, Mapping
@@ -40,12 +45,15 @@ _TYPE_NAMES = {
     "words": "string or list",
     "envmap": "map of strings",
     "section": "section",
+    "sectionmap": "map of sections",
 }
+
+IGNORED = "(ignored; RoadRunner compatibility)"
 
 
 def _type_name(shape: Shape) -> str:
     if shape.kind == "choice":
-        return "one of: " + ", ".join(shape.choices)
+        return "|".join(shape.choices)
     return _TYPE_NAMES[shape.kind]
 
 
@@ -66,6 +74,8 @@ def _default(spec: FieldSpec) -> str:
         return format_size(value)
     if kind == "words":
         return shlex.join(value) if value else "[]"
+    if kind == "sectionmap":
+        return ", ".join(value) if value else "{}"
     if kind == "envmap":
         return ", ".join(f"{k}={v}" for k, v in value.items()) if value else "{}"
     if kind in ("str", "choice") and value == "":
@@ -80,11 +90,30 @@ def _first_line(cls: type) -> str:
     return doc.split("\n", 1)[0]
 
 
+def _help(spec: FieldSpec) -> str:
+    """The field's help, with its aliases, or marked as ignored with the keys below it."""
+    help = spec.help
+    if spec.shape.aliases:
+        read = ", ".join(f"{written} as {meant}" for written, meant in spec.shape.aliases)
+        help += f" RoadRunner's values read: {read}."
+    if spec.ignored is None:
+        return help
+    if spec.shape.cls is not None:
+        below = ", ".join(field_specs(spec.shape.cls))
+        each = "Each name's keys" if spec.shape.kind == "sectionmap" else "Keys"
+        help += f" {each}: {below}."
+    return f"{IGNORED} {help} Ignored: {spec.ignored}."
+
+
 def _walk(cls: type, prefix: str) -> Iterator[SettingDoc]:
     for name, spec in field_specs(cls).items():
         key = f"{prefix}.{name}"
-        yield SettingDoc(key, _type_name(spec.shape), _default(spec), spec.help)
-        if spec.shape.kind == "section" and spec.shape.cls is not None:
+        yield SettingDoc(key, _type_name(spec.shape), _default(spec), _help(spec))
+        if spec.ignored is not None or spec.shape.cls is None:
+            continue
+        if spec.shape.kind == "sectionmap":
+            yield from _walk(spec.shape.cls, f"{key}.*")
+        else:
             yield from _walk(spec.shape.cls, key)
 
 
@@ -109,10 +138,11 @@ def iter_settings(sections: Mapping[str, type] = {}) -> Iterator[SettingDoc]:
 
 
 def render_docs(sections: Mapping[str, type] = {}, width: int = 100) -> str:
-    """An aligned table of every key, one per line, the help wrapped to `width` columns."""
+    """An aligned table of every key, each starting one line; the other cells wrap in their
+    columns, so continuation lines start with spaces. The help wraps to `width` columns."""
     rows = [("KEY", "TYPE", "DEFAULT", "DESCRIPTION")]
     rows += [(s.key, s.type, s.default, s.help) for s in iter_settings(sections)]
-    # Long types ("one of: ...") and defaults overflow their column rather than widen it for all.
+    # Long types and defaults wrap in their column rather than widen it for every row.
     widths = [max(len(r[0]) for r in rows)] + [
         min(max(len(r[i]) for r in rows), cap) for i, cap in ((1, 14), (2, 10))
     ]
@@ -120,11 +150,24 @@ def render_docs(sections: Mapping[str, type] = {}, width: int = 100) -> str:
     help_width = max(width - indent, 30)
     lines = []
     for key, type_, default, help in rows:
-        head = f"{key:<{widths[0]}}  {type_:<{widths[1]}}  {default:<{widths[2]}}  "
+        cells = [[key], _wrap_cell(type_, widths[1]), _wrap_cell(default, widths[2])]
         wrapped = textwrap.wrap(help, help_width) or [""]
-        if len(head) > indent:
-            lines.append(head.rstrip())
-        else:
-            lines.append((head + wrapped.pop(0)).rstrip())
-        lines.extend(" " * indent + more for more in wrapped)
+        row = 0
+        while row < max(len(c) for c in cells) or wrapped:
+            parts = [c[row] if row < len(c) else "" for c in cells]
+            head = "".join(f"{part:<{w}}  " for part, w in zip(parts, widths, strict=True))
+            # A word too long for its column (an address as a default) pushes the help down.
+            text = wrapped.pop(0) if wrapped and len(head) <= indent else ""
+            lines.append((head + text).rstrip())
+            row += 1
     return "\n".join(lines) + "\n"
+
+
+def _wrap_cell(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width`, broken after `|` or a space; a long word overflows."""
+    lines = [""]
+    for word in re.split(r"(?<=[| ])", text):
+        if lines[-1] and len((lines[-1] + word).rstrip()) > width:
+            lines.append("")
+        lines[-1] += word
+    return [line.rstrip() for line in lines]

@@ -90,7 +90,7 @@ def load_config(
         rpc=converted.pop("rpc", None),
         sections=converted,
         dotenv=from_dotenv,
-        warnings=tuple(warnings),
+        warnings=(*warnings, *converter.warnings),
     )
 
 
@@ -193,6 +193,9 @@ def _set(
     elif shape.kind == "section" and shape.cls is not None:
         below = {n: spec.shape for n, spec in field_specs(shape.cls).items()}
         child = _set(old.node if old else None, parts, depth + 1, below, raw)
+    elif shape.kind == "sectionmap" and shape.cls is not None:  # any name, then its section
+        below = {parts[depth + 1]: Shape("section", cls=shape.cls)}
+        child = _set(old.node if old else None, parts, depth + 1, below, raw)
     elif shape.kind == "envmap":
         if depth + 2 < len(parts):
             raise ConfigError(
@@ -212,7 +215,8 @@ def _set(
 def _override_value(raw: str, shape: Shape, dotted: str) -> Node:
     """The value of an override: YAML flow (`[a, b]`, `{A: b}`) for a list or mapping field,
     else the string itself, which the converter reads as the field's type."""
-    if shape.kind in ("words", "envmap", "section") and raw.lstrip().startswith(("[", "{")):
+    flow = ("words", "envmap", "section", "sectionmap")
+    if shape.kind in flow and raw.lstrip().startswith(("[", "{")):
         try:
             value = parse_yaml(raw, "-o", OVERRIDE)
         except ConfigError as err:

@@ -14,7 +14,14 @@ of the few shapes the loader knows:
 | `tuple[str, ...]` | words | a string split like a shell would (no shell runs), or a list |
 | `dict[str, str]` | env map | a mapping; keys upper-cased, values scalars turned to strings |
 | a frozen dataclass | section | a mapping |
+| `dict[str, Section]` | section map | a mapping of names (as written) to sections |
 | `X | None` | optional X | absent or null means None |
+
+RoadRunner's own keys that rrd accepts without acting on them are declared like any other,
+with `setting(..., ignored="why")`: their values are still checked against their type, and the
+loader adds a warning to `Config.warnings` for each one the user wrote (never for a default).
+RoadRunner's spellings of a choice are `setting(..., aliases={"raw": "production"})`: read
+as the choice they name, with a warning.
 """
 
 # setting() returns a dataclasses.field, as RUF009 cannot know; every default is copied.
@@ -38,6 +45,8 @@ __all__ = [
     "REQUIRED",
     "Config",
     "FieldSpec",
+    "FileLoggerOptions",
+    "LogChannelConfig",
     "LogsConfig",
     "OnInitConfig",
     "PoolConfig",
@@ -65,8 +74,16 @@ def setting(
     choices: Sequence[str] | None = None,
     nonempty: bool = False,
     check: Callable[[Any], None] | None = None,
+    ignored: str | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> T:
-    """Declare a config field with its default, help text and limits (a `dataclasses.field`)."""
+    """Declare a config field with its default, help text and limits (a `dataclasses.field`).
+
+    `ignored="why"` marks a RoadRunner key that rrd reads (and type-checks) but does not act
+    on; the loader warns `KEY: RoadRunner setting; rrd accepts it and ignores it (why)` when
+    the key is written. `aliases` maps RoadRunner's other words for a choice to the choice
+    they are read as; the loader warns `KEY: RoadRunner value "raw"; rrd reads it as "..."`.
+    """
     metadata: dict[str, Any] = {"help": help}
     if minimum is not None:
         metadata["minimum"] = minimum
@@ -79,6 +96,10 @@ def setting(
     if check is not None:
         # `check(value)` raises ValueError with a message for the user.
         metadata["check"] = check
+    if ignored is not None:
+        metadata["ignored"] = ignored
+    if aliases is not None:
+        metadata["aliases"] = dict(aliases)
     if default is REQUIRED:
         result: T = field(metadata=metadata)
         return result
@@ -93,11 +114,22 @@ class Shape:
     """What the loader expects for one field, reduced from its type annotation."""
 
     kind: Literal[
-        "bool", "int", "float", "str", "duration", "size", "choice", "words", "envmap", "section"
+        "bool",
+        "int",
+        "float",
+        "str",
+        "duration",
+        "size",
+        "choice",
+        "words",
+        "envmap",
+        "section",
+        "sectionmap",
     ]
     optional: bool = False
     choices: tuple[str, ...] = ()
     cls: type | None = None
+    aliases: tuple[tuple[str, str], ...] = ()  # (written, choice) pairs for a choice
 
 
 @dataclass(frozen=True)
@@ -112,6 +144,7 @@ class FieldSpec:
     maximum: float | None = None
     nonempty: bool = False
     check: Callable[[Any], None] | None = None
+    ignored: str | None = None  # why rrd accepts the key and does nothing with it
 
     @property
     def required(self) -> bool:
@@ -152,11 +185,17 @@ def shape_of(annotation: Any) -> Shape:
     elif origin is dict:
         if args == (str, str):
             return Shape("envmap")
+        if len(args) == 2 and args[0] is str and _is_section(args[1]):
+            return Shape("sectionmap", cls=args[1])
     elif annotation in _SCALARS:
         return Shape(_SCALARS[annotation])
-    elif isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+    elif _is_section(annotation):
         return Shape("section", cls=annotation)
     raise TypeError(f"the config loader cannot read a field of type {annotation!r}")
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
 
 
 @functools.cache
@@ -180,11 +219,18 @@ def field_specs(cls: type) -> dict[str, FieldSpec]:
         else:
             default = dataclasses.MISSING
         meta = f.metadata
+        where = f"{cls.__qualname__}.{f.name}"
         choices = meta.get("choices")
         if choices is not None:
             if shape.kind != "str":
-                raise TypeError(f"{cls.__qualname__}.{f.name}: choices= needs a str field")
+                raise TypeError(f"{where}: choices= needs a str field")
             shape = dataclasses.replace(shape, kind="choice", choices=tuple(choices))
+        aliases = meta.get("aliases")
+        if aliases is not None:
+            shape = dataclasses.replace(shape, aliases=_aliases(where, shape, aliases))
+        ignored = meta.get("ignored")
+        if ignored is not None and (not ignored or default is dataclasses.MISSING):
+            raise TypeError(f"{where}: ignored= needs a reason and a default")
         specs[f.name] = FieldSpec(
             name=f.name,
             shape=shape,
@@ -194,8 +240,20 @@ def field_specs(cls: type) -> dict[str, FieldSpec]:
             maximum=meta.get("maximum"),
             nonempty=meta.get("nonempty", False),
             check=meta.get("check"),
+            ignored=ignored,
         )
     return specs
+
+
+def _aliases(where: str, shape: Shape, aliases: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Check `aliases=`: other spellings of a choice field, each naming one of its choices."""
+    if shape.kind != "choice":
+        raise TypeError(f"{where}: aliases= needs a choice field")
+    known = {c.lower() for c in shape.choices}
+    for written, meant in aliases.items():
+        if written.lower() in known or meant not in shape.choices:
+            raise TypeError(f"{where}: alias {written!r} must be a new word for one of the choices")
+    return tuple(aliases.items())
 
 
 _LISTEN = re.compile(r"(?:tcp://[^\s]*:[0-9]+|unix://[^\s]+)")
@@ -278,6 +336,12 @@ class PoolConfig:
     )
     debug: bool = setting(False, "Start a fresh worker for every job (slow; for development).")
     supervisor: SupervisorConfig = setting(SupervisorConfig(), "Worker retirement limits.")
+    stream_timeout: Duration = setting(
+        60.0,
+        "RoadRunner's limit on cancelling a streamed reply.",
+        minimum=0,
+        ignored="rrd joins a streamed reply and never cancels one",
+    )
 
 
 @dataclass(frozen=True)
@@ -299,6 +363,9 @@ class OnInitConfig:
         "Stop rrd when the command fails; otherwise log the failure and go on.",
     )
     env: dict[str, str] = setting({}, "Environment added for the command.")
+    user: str = setting(
+        "", "RoadRunner runs the command as this user.", ignored="on_init runs as rrd's user"
+    )
 
 
 @dataclass(frozen=True)
@@ -320,24 +387,91 @@ class ServerConfig:
         "How rrd talks to workers: over their stdin and stdout.",
         choices=("pipes",),
     )
+    relay_timeout: Duration = setting(
+        60.0,
+        "RoadRunner's limit on a worker connecting to a socket relay.",
+        minimum=0,
+        ignored="pipes need no connect timeout",
+    )
     user: str = setting("", "Run workers as this user (rrd must run as root); empty keeps rrd's.")
     group: str = setting("", "Run workers with this group; empty keeps rrd's.")
     on_init: OnInitConfig | None = setting(None, "A command run once before any worker starts.")
 
 
 @dataclass(frozen=True)
+class FileLoggerOptions:
+    """RoadRunner's rotating log file (lumberjack)."""
+
+    log_output: str = setting("", "The file written.")
+    max_size: int = setting(0, "MB a file may grow to before it is rotated.", minimum=0)
+    max_age: int = setting(0, "Days a rotated file is kept.", minimum=0)
+    max_backups: int = setting(0, "Rotated files kept.", minimum=0)
+    compress: bool = setting(False, "Gzip rotated files.")
+
+
+@dataclass(frozen=True)
+class LogChannelConfig:
+    """One plugin's log settings in RoadRunner's `logs.channels`."""
+
+    mode: Literal["production", "development", "raw", "off", "none"] | None = setting(
+        None, "The plugin's log mode."
+    )
+    level: Literal["debug", "info", "warn", "error", "dpanic", "panic", "fatal"] | None = setting(
+        None, "The plugin's log level."
+    )
+    encoding: Literal["console", "json"] | None = setting(None, "The plugin's log encoding.")
+    output: tuple[str, ...] | None = setting(None, "Where the plugin's log goes.")
+    err_output: tuple[str, ...] | None = setting(None, "Where the logger's own errors go.")
+    line_ending: str | None = setting(None, "The end of each log line.")
+    file_logger_options: FileLoggerOptions | None = setting(None, "The plugin's rotating log file.")
+
+
+@dataclass(frozen=True)
 class LogsConfig:
     """rrd's own log."""
 
-    mode: Literal["production", "development"] = setting(
+    mode: Literal["production", "development", "off"] = setting(
         "production",
-        "production: one JSON object per line; development: the same for humans.",
+        "production: one JSON object per line; development: the same for humans; off: errors "
+        "only, as JSON, whatever logs.level says (RoadRunner's off writes nothing at all; rrd "
+        "still says why it fails).",
+        aliases={"raw": "production", "none": "off"},
     )
     level: Literal["debug", "info", "warn", "warning", "error"] = setting(
         "info",
         "The least severe level written (warn and warning are the same).",
+        aliases={"panic": "error"},
     )
     output: str = setting("stderr", "Where the log goes: stderr, stdout, or a file path.")
+    encoding: Literal["console", "json"] | None = setting(
+        None,
+        "RoadRunner's log encoding.",
+        ignored="logs.mode chooses JSON or human output",
+    )
+    err_output: tuple[str, ...] | None = setting(
+        None,
+        "Where RoadRunner's logger writes its own errors.",
+        ignored="rrd's log has one output, logs.output",
+    )
+    line_ending: str | None = setting(
+        None,
+        "RoadRunner's end of a log line.",
+        ignored="every log line ends with a newline",
+    )
+    file_logger_options: FileLoggerOptions | None = setting(
+        None,
+        "RoadRunner's rotating log file.",
+        ignored="logs.output appends to a file; rotate it outside rrd",
+    )
+    channels: dict[str, LogChannelConfig] = setting(
+        {},
+        "RoadRunner's log settings per plugin, by plugin name.",
+        ignored="every plugin writes to rrd's one log, as logs.* says",
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode == "off":  # errors only; a frozen dataclass is set this way
+            object.__setattr__(self, "level", "error")
 
 
 @dataclass(frozen=True)

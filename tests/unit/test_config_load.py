@@ -115,7 +115,8 @@ INVALID: list[tuple[str, str, dict[str, Any], str | None, int | None, str]] = [
         {},
         "logs.zzz",
         3,
-        "unknown key; expected one of: level, mode, output",
+        "unknown key; expected one of: channels, encoding, err_output, file_logger_options, "
+        "level, line_ending, mode, output",
     ),
     (
         "unknown-supervisor-key",
