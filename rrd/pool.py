@@ -146,7 +146,8 @@ class Pool:
             raise WorkerError(f"every worker of pool {self.name!r} asked to be retired")
         finally:
             self._inflight -= 1
-            await self._notify()
+            if self._closing:  # only destroy() waits on the in-flight count
+                await self._notify()
 
     async def reset(self) -> None:
         """Replace every worker: idle ones now, busy ones after their job; `reset_timeout`."""

@@ -26,7 +26,6 @@ COULD_NOT_OPEN = b"Could not op"
 _PREFIX = struct.Struct("<BBI")  # bytes 0-5, the part the CRC covers
 _SUFFIX = struct.Struct("<IBB")  # CRC, stream bits, reserved
 _HEADER = struct.Struct("<BBIIBB")
-_OPTION = struct.Struct("<I")
 _OPTIONS = [struct.Struct(f"<{n}I") for n in range(MAX_OPTIONS + 1)]
 _UINT32_MAX = 0xFFFFFFFF
 

@@ -30,7 +30,7 @@ from rrd.worker import WorkerSpec
 from tests.helpers import eventually, pid_alive, worker_argv
 
 
-def pool_of(name: str = "echo", **settings: Any) -> Pool:
+def pool_of(name: str = "echo", *args: str, **settings: Any) -> Pool:
     config = replace(
         PoolConfig(),
         num_workers=2,
@@ -40,7 +40,7 @@ def pool_of(name: str = "echo", **settings: Any) -> Pool:
     )
     config = replace(config, **settings)
     spec = WorkerSpec(
-        worker_argv(name),
+        worker_argv(name, *args),
         env=dict(os.environ),
         plugin="test",
         allocate_timeout=config.allocate_timeout,
@@ -221,10 +221,7 @@ async def test_retired_workers_exit_with_the_reason() -> None:
 async def test_failed_starts_back_off_and_destroy_does_not_wait_for_the_backoff(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pool = pool_of("boot_once", num_workers=1)
-    pool = Pool(
-        "test", replace(pool.spec, argv=(*pool.spec.argv, str(tmp_path / "booted"))), pool.config
-    )
+    pool = pool_of("boot_once", str(tmp_path / "booted"), num_workers=1)
     await pool.start()
     with pytest.raises(WorkerCrashed):
         await pool.exec(Payload(b"CRASH"))

@@ -15,6 +15,7 @@ from rrd.errors import FrameError, ScriptOpenError
 from rrd.protocol.control import Payload, payload_frame, pid_request, stop_request
 from rrd.protocol.frame import HEADER_SIZE, Flag, Frame, Stream
 from rrd.protocol.relay import SCRIPT_MESSAGE_LIMIT, read_frame, write_frame
+from tests.fakes import settle
 
 DEADLINE = 10.0
 """Seconds any one test may take; a passing one takes milliseconds."""
@@ -158,11 +159,9 @@ def test_could_not_open_arriving_in_pieces() -> None:
             await send(writer, text[:20].encode(), close=False)
             reading = asyncio.ensure_future(read_frame(reader))
             # Let the reader take the first piece and wait for more before the rest arrives.
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await settle()
             await send(writer, text[20:40].encode(), close=False)
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await settle()
             await send(writer, text[40:].encode())
             with pytest.raises(ScriptOpenError) as caught:
                 await reading

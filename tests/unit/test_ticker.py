@@ -56,7 +56,7 @@ async def ticking(**options: Any) -> AsyncIterator[tuple[Ticker, Recorder, FakeC
     recorder = Recorder(clock)
     ticker = Ticker(recorder, interval=options.pop("interval", 1.0), clock=clock, **options)
     task = asyncio.create_task(ticker.run())
-    await asyncio.sleep(0)
+    await settle()
     try:
         yield ticker, recorder, clock
     finally:

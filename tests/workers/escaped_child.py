@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 child = subprocess.Popen(
-    [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+    [sys.executable, "-c", "import signal; signal.pause()"], start_new_session=True
 )
 sys.stderr.write(f"escaped {child.pid}\n")
 sys.stderr.flush()

@@ -3,10 +3,9 @@
 import signal
 import subprocess
 import sys
-import time
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
 sys.stderr.write(f"child {child.pid}\n")
 sys.stderr.flush()
 
@@ -16,6 +15,6 @@ worker = Worker.create()
 while True:
     payload = worker.wait_payload()
     if payload is None:
-        time.sleep(600)  # ignore the stop frame
+        signal.pause()  # ignores the stop frame: only SIGKILL ends it
     else:
         worker.respond(Payload(b"OK:" + payload.body))

@@ -7,6 +7,7 @@ $RECORD_ENV=A,B adds those variables to each line.
 
 import json
 import os
+import signal
 import time
 
 from rrd.sdk import Payload, Worker
@@ -28,5 +29,5 @@ with open(os.environ["TICK_LOG"], "a", buffering=1) as log:
         }
         log.write(json.dumps(line) + "\n")
         if str(tick) == hang_on:
-            time.sleep(3600)
+            signal.pause()  # hangs until rrd kills it
         worker.respond(Payload())
