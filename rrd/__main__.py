@@ -1,5 +1,18 @@
-"""`python -m rrd` runs the `rrd` command."""
+"""`python -m rrd` and the `rrd` command: catch the stop and reset signals first, then the CLI.
 
-from rrd.cli import main
+The rest of rrd (click, PyYAML, the config) takes about a tenth of a second to import and
+load; a SIGHUP in that time would end the process, so the signals are held from the start.
+"""
 
-main()
+from rrd.signals import EarlySignals
+
+
+def main() -> None:
+    early = EarlySignals.catch()
+    from rrd.cli import main as cli_main
+
+    cli_main(early)
+
+
+if __name__ == "__main__":
+    main()

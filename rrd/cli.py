@@ -19,11 +19,12 @@ import click
 
 from rrd import __version__
 from rrd import logging as rrd_logging
-from rrd.config import Config, load_config, render_docs
+from rrd.config import Config, load_config, render_docs, validate
+from rrd.daemon import Daemon
 from rrd.errors import EX_SOFTWARE, EX_USAGE, RrdError, UsageError
 from rrd.plugins import registry
-from rrd.supervisor import Supervisor
-from rrd.worker import install_child_watcher, kill_all_workers
+from rrd.signals import EarlySignals
+from rrd.worker import install_child_watcher
 
 log = logging.getLogger("rrd.cli")
 
@@ -69,20 +70,27 @@ def config_options(command: F) -> F:
 def load(
     config_path: str, workdir: str | None, overrides: tuple[str, ...], dotenv: str | None
 ) -> Config:
-    """The config, with every installed plugin's section known to the loader."""
-    return load_config(
+    """The config, with every installed plugin's section known to the loader, validated as
+    `serve` needs it: `config check` and `serve` refuse the same configs."""
+    config = load_config(
         config_path,
         sections=registry.config_sections(registry.installed()),
         overrides=overrides,
         workdir=workdir,
         dotenv=dotenv,
     )
+    validate(config)
+    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rrd")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """rrd: a RoadRunner-style application server, run as a systemd-style daemon."""
+    early = ctx.obj
+    if isinstance(early, EarlySignals) and ctx.invoked_subcommand != "serve":
+        early.release()  # only the daemon holds its signals; the other commands act on them
 
 
 @cli.command()
@@ -98,18 +106,30 @@ def serve(
     pidfile: str | None,
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT."""
+    early = click.get_current_context().obj
     config = load(config_path, workdir, overrides, dotenv)
-    rrd_logging.configure(config.logs.mode, config.logs.level, config.logs.output)
-    for warning in config.warnings:
-        log.warning(warning, extra={"event": "config.warning", "config": str(config.source)})
     if workdir:
-        os.chdir(config.workdir)
-    with written_pidfile(pidfile):
-        try:
-            run(Supervisor(config, registry.installed()).run())
-        except RrdError as exc:
-            log.error(str(exc), extra={"event": "supervisor.failed", "exit_code": exc.exit_code})
-            raise SystemExit(exc.exit_code) from None
+        os.chdir(config.workdir)  # before logs.output is opened: relative paths are the workdir's
+    rrd_logging.configure(config.logs.mode, config.logs.level, config.logs.output)
+    code = EX_SOFTWARE
+    try:
+        for warning in config.warnings:
+            log.warning(warning, extra={"event": "config.warning", "config": str(config.source)})
+        with written_pidfile(pidfile):
+            daemon = Daemon(
+                config,
+                registry.installed(),
+                early=early if isinstance(early, EarlySignals) else None,
+            )
+            code = run(daemon)
+    except RrdError as exc:
+        code = exc.exit_code
+        raise
+    finally:
+        if not rrd_logging.shutdown():
+            os._exit(code)  # the log output is stuck: interpreter teardown would wait on it
+    if code:
+        raise SystemExit(code)
 
 
 @cli.group()
@@ -151,16 +171,16 @@ def plugins(config_path: str | None) -> None:
         click.echo(f"{name:16} weight {cls.weight:<4} {origin}{status}")
 
 
-def run(main: Any) -> None:
-    """Run the daemon's one event loop; whatever way it ends, no worker outlives it."""
+def run(daemon: Daemon) -> int:
+    """Run the daemon on the one event loop; whatever way it ends, no worker outlives it."""
     install_child_watcher()
     try:
-        asyncio.run(main)
+        return asyncio.run(daemon.run())
     finally:
-        if left := kill_all_workers():
+        if left := daemon.registry.kill_all():
             log.error(
                 f"killed {left} workers still running as rrd exited",
-                extra={"event": "supervisor.orphans_killed", "workers": left},
+                extra={"event": "daemon.orphans_killed", "workers": left},
             )
 
 
@@ -184,10 +204,12 @@ def written_pidfile(path: str | None) -> Iterator[None]:
             target.unlink()
 
 
-def main() -> None:
-    """Entry point: one line and a sysexits code for every error a user can cause."""
+def main(early: EarlySignals | None = None) -> None:
+    """Entry point: one line and a sysexits code for every error a user can cause.
+
+    `early` holds the signals caught since rrd started (see rrd.__main__)."""
     try:
-        cli.main(prog_name="rrd", standalone_mode=False)
+        cli.main(prog_name="rrd", standalone_mode=False, obj=early)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

@@ -20,7 +20,7 @@ class Clock(Protocol):
         """Unix seconds; only for what a person or a worker reads."""
 
     async def sleep_until(self, deadline: float) -> None:
-        """Return once `monotonic()` has reached `deadline`."""
+        """Return once `monotonic()` has reached `deadline`; always yields to the loop first."""
 
 
 class SystemClock:
@@ -33,6 +33,5 @@ class SystemClock:
         return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
-        delay = deadline - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # Even when the deadline has passed: a loop that never yields hears no signal.
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))

@@ -60,10 +60,16 @@ class ConfigError(RrdError):
 class FrameError(RrdError):
     """Bytes on a relay that are not a valid goridge frame.
 
-    `frames` holds whatever whole frames a decoder read before the bad bytes.
+    `frames` holds whatever whole frames a decoder read before the bad bytes, and `rest` the
+    bytes from the bad one on, as far as they had arrived (for a preview).
     """
 
     frames: Sequence[object] = ()
+    rest: bytes = b""
+
+
+class FrameTooLarge(FrameError):
+    """A frame, or a streamed reply, longer than the configured maximum."""
 
 
 class ScriptOpenError(FrameError):

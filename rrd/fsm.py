@@ -1,6 +1,12 @@
-"""The worker state machine: states, why a worker is retired, and the legal transitions as data.
+"""The worker state machine: states, why a worker leaves service, and the legal transitions.
 
 Room: with worker. Imports nothing of rrd; no processes, no clocks, so it is tested alone.
+
+The words: a worker is *in service* while READY, WORKING or DRAINING (finishing its last
+job). It *leaves service* when it goes to STOPPING (a graceful stop: stop frame, then
+SIGTERM, then SIGKILL) or ERRORED (it exited by itself, or rrd killed it). STOPPED and
+ERRORED are final once the process is reaped. Why it left is data on the transition
+(`ExitReason`), never a state of its own.
 """
 
 from __future__ import annotations
@@ -20,22 +26,31 @@ class WorkerState(Enum):
     ERRORED = "errored"
 
     @property
-    def live(self) -> bool:
-        return self not in (WorkerState.STOPPED, WorkerState.ERRORED)
+    def in_service(self) -> bool:
+        """True while the worker serves or may serve jobs (DRAINING: its last one)."""
+        return self in _IN_SERVICE
 
 
-class RetireReason(Enum):
-    """Why a healthy worker is being replaced: data on the transition, not a state."""
+_IN_SERVICE = frozenset({WorkerState.READY, WorkerState.WORKING, WorkerState.DRAINING})
 
+
+class ExitReason(Enum):
+    """Why a worker left service: the pool counts its replacements by these."""
+
+    CRASHED = "crashed"  # exited by itself after a good start
+    FAILED_START = "failed_start"  # could not boot, or exited before it served or lived min_uptime
+    EXEC_TTL = "exec_ttl"  # a job outlived its hard deadline (exec_ttl or the plugin's timeout)
     TTL = "ttl"
     IDLE_TTL = "idle_ttl"
-    MAX_JOBS = "max_jobs"
     MEMORY = "memory"
+    MAX_JOBS = "max_jobs"
+    UNHEALTHY = "unhealthy"  # did not answer a health check in time
+    GARBAGE = "garbage"  # wrote bytes out of turn, a bad frame, or a reply over the caps
     RESET = "reset"
     RELOAD = "reload"
     SCALE_DOWN = "scale_down"
-    STOP_REQUESTED = "stop_requested"
-    DESTROY = "destroy"
+    STOP_REQUESTED = "stop_requested"  # the worker asked to be retired (`{"stop":true}`)
+    DESTROY = "destroy"  # its pool is stopping
 
 
 _S = WorkerState
@@ -44,12 +59,12 @@ TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     _S.READY: frozenset({_S.WORKING, _S.STOPPING, _S.ERRORED}),
     _S.WORKING: frozenset({_S.READY, _S.DRAINING, _S.ERRORED}),
     _S.DRAINING: frozenset({_S.STOPPING, _S.ERRORED}),
-    _S.STOPPING: frozenset({_S.STOPPED, _S.ERRORED}),
+    _S.STOPPING: frozenset({_S.STOPPED}),
     _S.STOPPED: frozenset(),
     _S.ERRORED: frozenset(),
 }
-"""Every edge a worker may take. READY -> STOPPING retires an idle worker; WORKING -> DRAINING
-marks a busy one to be retired after its job."""
+"""Every edge a worker may take. A busy worker is never stopped: WORKING -> DRAINING marks it,
+and it goes to STOPPING after its job. Only a kill (ERRORED) ends a job early."""
 
 
 class IllegalTransition(RuntimeError):
@@ -57,18 +72,18 @@ class IllegalTransition(RuntimeError):
 
 
 class WorkerFSM:
-    """The current state of one worker, and the reason it is being retired, if it is."""
+    """The current state of one worker, and why it is leaving service, once it is."""
 
     __slots__ = ("reason", "state")
 
     def __init__(self) -> None:
         self.state = WorkerState.SPAWNING
-        self.reason: RetireReason | None = None
+        self.reason: ExitReason | None = None
 
     def can(self, target: WorkerState) -> bool:
         return target in TRANSITIONS[self.state]
 
-    def to(self, target: WorkerState, reason: RetireReason | None = None) -> None:
+    def to(self, target: WorkerState, reason: ExitReason | None = None) -> None:
         """Move to `target`, recording `reason` (the first reason given sticks)."""
         if target not in TRANSITIONS[self.state]:
             raise IllegalTransition(f"worker cannot go from {self.state.value} to {target.value}")

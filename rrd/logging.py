@@ -1,21 +1,40 @@
 """Log output: one JSON object per line for pipelines, or the same records for humans.
 
-Room: supervisor tier (beside notify). Lower rooms log through the standard `logging`
-module and name their event in `extra={"event": "worker.started", ...}`; only this module
-decides how a record is written, so every line carries `ts`, `level`, `logger`, `event`, `msg`
-and the record's context fields.
+Room: daemon tier (beside notify). Like notify it talks to whatever runs rrd, and like notify it
+must never hold up the event loop: a log call only queues the record, and a writer thread of
+this module's own formats and writes it. When the reader of rrd's output stops reading, the
+bounded queue fills and further records are dropped and counted, never waited for; one
+`log.dropped` line says how many once the output drains.
+
+Lower rooms log through the standard `logging` module and name their event in
+`extra={"event": "worker.started", ...}`; only this module decides how a record is written, so
+every line carries `ts`, `level`, `logger`, `event`, `msg` and the record's context fields.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import sys
+import threading
 import time
+import traceback
+from logging.handlers import QueueHandler, QueueListener
+from queue import Empty, Full, Queue
 from typing import IO, Any
 
 from pythonjsonlogger.json import JsonFormatter
 
 DEFAULT_EVENT = "log"
+
+# Records waiting for the writer: a typical one costs ~600 bytes, so a full queue is well
+# under 1 MiB of rrd's 26 MiB, and it absorbs a burst of a thousand lines without a drop.
+# QUEUE_BYTES bounds it too when the records are long (a worker's 16 KiB stderr lines).
+QUEUE_SIZE = 1024
+QUEUE_BYTES = 1 << 20
+RECORD_OVERHEAD = 512
+STANDARD_STREAMS = ("stderr", "stdout")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is context.
 _RECORD_ATTRIBUTES = frozenset(
@@ -30,6 +49,7 @@ _LEVELS = {
     "error": logging.ERROR,
     "fatal": logging.CRITICAL,
 }
+_TRACEBACKS = logging.Formatter()
 
 
 def timestamp(created: float) -> str:
@@ -49,6 +69,13 @@ def context_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
 
 
+def traceback_text(record: logging.LogRecord) -> str | None:
+    """The record's traceback: formatted now, or as the logging thread formatted it."""
+    if record.exc_info:
+        return _TRACEBACKS.formatException(record.exc_info)
+    return record.exc_text
+
+
 class JsonLineFormatter(JsonFormatter):
     """Writes `ts`, `level`, `logger`, `event`, `msg`, then the context fields."""
 
@@ -61,8 +88,8 @@ class JsonLineFormatter(JsonFormatter):
         log_data["event"] = getattr(record, "event", DEFAULT_EVENT)
         log_data["msg"] = record.getMessage()
         log_data.update(context_fields(record))
-        if record.exc_info:
-            log_data["traceback"] = self.formatException(record.exc_info)
+        if trace := traceback_text(record):
+            log_data["traceback"] = trace
 
 
 class HumanFormatter(logging.Formatter):
@@ -77,8 +104,8 @@ class HumanFormatter(logging.Formatter):
         )
         if fields:
             line += f"  {fields}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if trace := traceback_text(record):
+            line += "\n" + trace
         return line
 
 
@@ -96,16 +123,266 @@ def open_output(output: str) -> IO[str]:
     return open(output, "a", buffering=1, encoding="utf-8")
 
 
+def writer_record(level: int, event: str, message: str, **fields: Any) -> logging.LogRecord:
+    """A record of this module's own (drops, a failed reopen, a bad log call), as `rrd.logging`."""
+    return logging.makeLogRecord(
+        {
+            "name": __name__,
+            "levelno": level,
+            "levelname": logging.getLevelName(level),
+            "msg": message,
+            "event": event,
+            **fields,
+        }
+    )
+
+
+class Backlog:
+    """What the queue holds, in bytes, and the records it had no room for: counted by logging
+    threads, taken by the writer."""
+
+    def __init__(self) -> None:
+        # re-entrant: a signal handler may log while its thread is inside admit()
+        self._lock = threading.RLock()
+        self._bytes = 0
+        self._dropped = 0
+
+    def admit(self, size: int) -> bool:
+        """Room for `size` more bytes? If not, the record is counted as dropped."""
+        with self._lock:
+            if self._bytes + size > QUEUE_BYTES:
+                self._dropped += 1
+                return False
+            self._bytes += size
+            return True
+
+    def release(self, size: int) -> None:
+        """The writer took `size` bytes off the queue."""
+        with self._lock:
+            self._bytes -= size
+
+    def add(self) -> None:
+        """One more record dropped."""
+        with self._lock:
+            self._dropped += 1
+
+    def take(self) -> int:
+        """The records dropped since the last take."""
+        with self._lock:
+            count, self._dropped = self._dropped, 0
+        return count
+
+
+def record_size(record: logging.LogRecord) -> int:
+    """What a queued record costs, roughly: its message and traceback, and the rest."""
+    return len(record.msg) + len(record.exc_text or "") + RECORD_OVERHEAD
+
+
+class QueueingHandler(QueueHandler):
+    """The root logger's handler: hands a record to the writer thread and never waits."""
+
+    def __init__(self, records: Queue[Any], dropped: Backlog) -> None:
+        super().__init__(records)
+        self.records = records
+        self.dropped = dropped
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """A copy the writer can format later: `msg` merged with its args, the traceback as text.
+
+        The base class would format the whole record here, on the logging thread, and fold the
+        traceback into `msg`; the JSON line keeps it in its own `traceback` field.
+        """
+        prepared = copy.copy(record)
+        prepared.msg = prepared.message = record.getMessage()
+        prepared.args = None
+        prepared.exc_text = traceback_text(record)
+        prepared.exc_info = None
+        return prepared
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        """Queue the record, or drop and count it when the writer is that far behind."""
+        size = record_size(record)
+        if not self.dropped.admit(size):
+            return
+        try:
+            self.records.put_nowait(record)
+        except Full:
+            self.dropped.release(size)
+            self.dropped.add()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A message that cannot be formatted (a bug in a log call) is reported through the
+        queue as well: the base class would write to stderr from the logging thread."""
+        if logging.raiseExceptions:
+            failed = writer_record(
+                logging.ERROR, "log.failed", f"cannot format log message {record.msg!r}"
+            )
+            failed.exc_text = traceback.format_exc().rstrip("\n")
+            self.enqueue(failed)
+
+
+class LogWriter(QueueListener):
+    """The thread that formats queued records and writes them to the log output.
+
+    The output is no `logging.Handler`, so it is not in the list `logging.shutdown` flushes and
+    closes at interpreter exit: that list holds only the QueueingHandler, whose flush and close
+    never wait, and exit cannot hang on an output this thread is stuck writing to.
+    """
+
+    _sentinel: None = None  # QueueListener's wake-up item (typeshed leaves it out)
+
+    def __init__(
+        self, records: Queue[Any], dropped: Backlog, formatter: logging.Formatter, output: str
+    ) -> None:
+        super().__init__(records)
+        self.records = records
+        self.dropped = dropped
+        self.formatter = formatter
+        self.output = output
+        self.stream = open_output(output)
+        self._stopping = threading.Event()
+        self._reopening = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._write, name="rrd-log-writer", daemon=True)
+        self._thread.start()
+
+    def finish(self, timeout: float) -> bool:
+        """Write what is queued, ending within `timeout`; False when the output is stuck."""
+        self._stopping.set()
+        self.enqueue_sentinel()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        """QueueListener's stop, bounded: it never waits on a stuck output for more than 2s."""
+        self.finish(2.0)
+
+    def reopen(self) -> None:
+        """Ask the thread to reopen a file output (after logrotate renamed it)."""
+        self._reopening.set()
+        self.enqueue_sentinel()
+
+    def enqueue_sentinel(self) -> None:
+        """Wake the thread if it waits for a record; when the queue is full it is awake anyway."""
+        with contextlib.suppress(Full):
+            self.records.put_nowait(self._sentinel)
+
+    def handle(self, record: logging.LogRecord) -> None:
+        """Format and write one record; a failing output costs the record, never the thread."""
+        try:
+            self.stream.write(self.formatter.format(record) + "\n")
+        except Exception:
+            report_error()
+
+    def _write(self) -> None:
+        while True:
+            try:
+                record = self.records.get_nowait()
+            except Empty:
+                self._caught_up()
+                if self._stopping.is_set():
+                    break
+                record = self.records.get()
+            if record is self._sentinel:
+                self._reopen_if_asked()
+            else:
+                self.dropped.release(record_size(record))
+                self.handle(record)
+        if self.output not in STANDARD_STREAMS:
+            with contextlib.suppress(Exception):
+                self.stream.close()
+
+    def _caught_up(self) -> None:
+        """The queue is empty: say what was dropped, then flush."""
+        self._reopen_if_asked()
+        dropped = self.dropped.take()
+        if dropped and logging.getLogger().isEnabledFor(logging.WARNING):
+            self.handle(
+                writer_record(
+                    logging.WARNING,
+                    "log.dropped",
+                    f"dropped {dropped} log records while the log output was blocked",
+                    count=dropped,
+                )
+            )
+        try:
+            self.stream.flush()
+        except Exception:
+            report_error()
+
+    def _reopen_if_asked(self) -> None:
+        if not self._reopening.is_set():
+            return
+        self._reopening.clear()
+        if self.output in STANDARD_STREAMS:
+            return
+        try:
+            stream = open_output(self.output)
+        except OSError as exc:
+            message = f"cannot reopen {self.output}: {exc.strerror}"
+            self.handle(writer_record(logging.ERROR, "log.reopen_failed", message))
+            return
+        previous, self.stream = self.stream, stream
+        with contextlib.suppress(Exception):
+            previous.close()
+
+
+def report_error() -> None:
+    """What logging.Handler.handleError does, from the writer thread: a traceback on stderr."""
+    if logging.raiseExceptions:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+
+
+_pipeline: tuple[QueueingHandler, LogWriter] | None = None
+
+
 def configure(mode: str = "production", level: str = "info", output: str = "stderr") -> None:
-    """Route every `rrd` record (and anything else that logs) to one handler on the root logger."""
-    handler = logging.StreamHandler(open_output(output))
-    handler.setFormatter(HumanFormatter() if mode == "development" else JsonLineFormatter())
+    """Route every `rrd` record (and anything else that logs) through one queue to one writer.
+
+    A second call stops the previous writer (within shutdown's timeout) and replaces it.
+    """
+    global _pipeline
+    shutdown()
+    records: Queue[Any] = Queue(QUEUE_SIZE)
+    dropped = Backlog()
+    formatter = HumanFormatter() if mode == "development" else JsonLineFormatter()
+    writer = LogWriter(records, dropped, formatter, output)
+    handler = QueueingHandler(records, dropped)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-        if isinstance(old, logging.StreamHandler) and old.stream not in (sys.stderr, sys.stdout):
-            old.close()
     root.addHandler(handler)
     root.setLevel(parse_level(level))
     logging.getLogger("asyncio").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
+    writer.start()
+    _pipeline = handler, writer
+
+
+def set_level(name: str) -> None:
+    """Change `logs.level` while rrd runs."""
+    logging.getLogger().setLevel(parse_level(name))
+
+
+def reopen() -> None:
+    """Reopen a file output, from the writer thread (SIGUSR1 after logrotate); else nothing."""
+    if _pipeline is not None:
+        _pipeline[1].reopen()
+
+
+def shutdown(timeout: float = 2.0) -> bool:
+    """Write what is queued, waiting at most `timeout`; False when the output is stuck.
+
+    Then the process should end with os._exit: interpreter teardown would flush the stuck stream.
+    """
+    global _pipeline
+    if _pipeline is None:
+        return True
+    handler, writer = _pipeline
+    _pipeline = None
+    logging.getLogger().removeHandler(handler)
+    return writer.finish(timeout)

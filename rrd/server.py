@@ -6,20 +6,23 @@ Room: server. Imports pool, worker, config and errors; never plugins or anything
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Mapping
 
 from rrd import __version__
 from rrd.config import Config, PoolConfig
 from rrd.errors import EX_UNAVAILABLE, ConfigError, RrdError
-from rrd.pool import Pool
-from rrd.worker import WorkerSpec, describe_exit, kill_group
+from rrd.pool import CrashHandler, Pool
+from rrd.proc import ProcessRegistry, describe_exit, kill_group
+from rrd.worker import WorkerSpec
 
 log = logging.getLogger("rrd.server")
 
-SUPERVISOR_ONLY_ENV = (
+SYSTEMD_PRIVATE_ENV = (
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
@@ -28,6 +31,8 @@ SUPERVISOR_ONLY_ENV = (
     "LISTEN_FDNAMES",
 )
 """Variables systemd meant for rrd alone (NotifyAccess=main drops a child's messages anyway)."""
+
+ON_INIT_LINE_LIMIT = 16 * 1024
 
 
 class OnInitFailed(RrdError):
@@ -39,13 +44,20 @@ class OnInitFailed(RrdError):
 class Server:
     """Builds worker specs and pools from the loaded config."""
 
-    def __init__(self, config: Config, *, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: ProcessRegistry,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.config = config
+        self.registry = registry
         self.environ = dict(os.environ if environ is None else environ)
 
     def base_env(self) -> dict[str, str]:
         """rrd's own environment (less systemd's private variables), then --dotenv values."""
-        env = {k: v for k, v in self.environ.items() if k not in SUPERVISOR_ONLY_ENV}
+        env = {k: v for k, v in self.environ.items() if k not in SYSTEMD_PRIVATE_ENV}
         for key, value in self.config.dotenv.items():
             env.setdefault(key, value)
         return env
@@ -79,15 +91,29 @@ class Server:
             plugin=plugin,
             cwd=str(self.config.workdir),
             allocate_timeout=pool.allocate_timeout,
+            kill_timeout=pool.kill_timeout,
+            max_frame_size=pool.max_frame_size,
+            max_reply_size=pool.max_reply_size,
             user=self.config.server.user or None,
             group=self.config.server.group or None,
         )
 
-    async def new_pool(self, plugin: str, pool: PoolConfig, plugin_env: Mapping[str, str]) -> Pool:
-        """Start a pool for `plugin` and return it once every worker is ready."""
-        started = Pool(plugin, self.worker_spec(plugin, pool, plugin_env), pool)
-        await started.start()
-        return started
+    def new_pool(
+        self,
+        plugin: str,
+        pool: PoolConfig,
+        plugin_env: Mapping[str, str],
+        *,
+        on_crash: CrashHandler | None = None,
+    ) -> Pool:
+        """A pool for `plugin`, not started yet (`await pool.start()`)."""
+        return Pool(
+            plugin,
+            self.worker_spec(plugin, pool, plugin_env),
+            pool,
+            registry=self.registry,
+            on_crash=on_crash,
+        )
 
     async def run_on_init(self) -> None:
         """Run `server.on_init` once, before any pool; fail rrd only if `exit_on_error`."""
@@ -98,31 +124,38 @@ class Server:
         env.update(self.config.server.env)
         env.update(on_init.env)
         began = time.monotonic()
+        loop = asyncio.get_running_loop()
+        output = _OnInitOutput(loop)
         try:
-            process = await asyncio.create_subprocess_exec(
+            transport, _ = await loop.subprocess_exec(
+                lambda: output,
                 *on_init.command,
                 env=env,
                 cwd=str(self.config.workdir),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
             return self._on_init_failed(f"cannot start {on_init.command[0]!r}: {exc.strerror}")
+        pid = transport.get_pid()
+        self.registry.add(pid)
         try:
             async with asyncio.timeout(on_init.exec_timeout):
-                output, _ = await process.communicate()
+                await output.done
         except TimeoutError:
-            kill_group(process.pid)
-            await process.wait()
+            kill_group(pid)
+            with contextlib.suppress(TimeoutError):  # a grandchild may hold the pipe open
+                async with asyncio.timeout(1.0):
+                    await output.done
             return self._on_init_failed(f"did not finish within {on_init.exec_timeout:g}s")
         finally:
-            kill_group(process.pid)
-        for line in output.decode("utf-8", "replace").splitlines():
-            log.info(line, extra={"event": "server.on_init.output", "worker_pid": process.pid})
-        if process.returncode != 0:
-            return self._on_init_failed(describe_exit(process.returncode))
+            self.registry.reaped(pid)
+            transport.close()
+        returncode = transport.get_returncode()
+        if returncode != 0:
+            return self._on_init_failed(describe_exit(returncode))
         log.info(
             "on_init finished",
             extra={
@@ -138,3 +171,34 @@ class Server:
         if on_init.exit_on_error:
             raise OnInitFailed(message)
         log.warning(message, extra={"event": "server.on_init.failed"})
+
+
+class _OnInitOutput(asyncio.SubprocessProtocol):
+    """Logs the on_init command's output line by line as it comes; `done` once it is over."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._pid = 0
+        self._tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._pid = transport.get_pid()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        *lines, self._tail = (self._tail + data).split(b"\n")
+        if len(self._tail) > ON_INIT_LINE_LIMIT:
+            lines.append(self._tail)
+            self._tail = b""
+        for line in lines:
+            self._log(line)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._tail:
+            self._log(self._tail)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _log(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        log.info(text, extra={"event": "server.on_init.output", "worker_pid": self._pid})

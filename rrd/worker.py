@@ -1,33 +1,44 @@
-"""One worker process: spawn, pid handshake, exec, graceful stop, kill, stderr relay.
+"""One worker process: spawn, pid handshake, exec, health ping, graceful stop, kill, stderr relay.
 
-Room: worker (beside fsm). Imports protocol, errors, fsm and the stdlib (+ psutil for RSS);
-never pool, server or anything above. A Worker lives for exactly one OS process: replacing
-it is the Pool's job.
+Room: worker (beside fsm). Imports proc, fsm, protocol, errors and the stdlib; never pool,
+server or anything above. A WorkerProcess lives for exactly one OS process: replacing it is
+the pool's job.
+
+The worker's stdout is read all the time, straight from the pipe into a frame decoder, and
+every frame must answer the oldest request in flight (the pid handshake, a job, a health
+check). Goridge payload frames carry no request id, so after every reply rrd writes a pid
+request at once (pipelined: nobody waits for it) and expects its answer before anything else:
+whatever a worker writes between a reply and that answer is a second reply. A frame that
+arrives while nothing was asked, a second reply, a bad frame or a reply over the size caps
+condemns the worker at once: it is killed, and the callers of the requests in flight get
+WorkerCrashed. No caller ever gets a reply that was not for its payload.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-
-import psutil
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from rrd.errors import (
     BootError,
     ExecTimeout,
     FrameError,
+    FrameTooLarge,
     ScriptOpenError,
     SoftJobError,
     WorkerCrashed,
+    WorkerError,
 )
-from rrd.fsm import RetireReason, WorkerFSM, WorkerState
+from rrd.fsm import ExitReason, IllegalTransition, WorkerFSM, WorkerState
+from rrd.proc import ProcessRegistry, describe_exit, kill_group
 from rrd.protocol.control import (
     Payload,
     parse_pid,
@@ -36,16 +47,26 @@ from rrd.protocol.control import (
     split_payload,
     stop_request,
 )
-from rrd.protocol.frame import DEFAULT_MAX_PAYLOAD, Flag, Frame, Stream
-from rrd.protocol.relay import read_frame, write_frame
+from rrd.protocol.frame import DEFAULT_MAX_PAYLOAD, Decoder, Flag, Frame, Stream, preview
 
 log = logging.getLogger("rrd.worker")
 
-STDERR_LINE_LIMIT = 64 * 1024
+PONG = Frame(stream=Stream.PONG).encode()
+STOP = stop_request().encode()
+
+STDERR_LINE_LIMIT = 16 * 1024
+"""Longest stderr line relayed as one record; longer ones come in pieces marked `continued`."""
+STDERR_LINES_PER_SECOND = 1000
+STDERR_BURST = 2000
+"""A worker may log this many stderr lines at once and STDERR_LINES_PER_SECOND after that;
+beyond, lines are dropped and counted, so that a flood cannot stall rrd's loop."""
 STDERR_DRAIN_TIMEOUT = 1.0
-"""How long after a worker's exit its stderr may still be read before the relay is dropped."""
-PONG = Frame(stream=Stream.PONG)
-_RELAY_FAULTS = (FrameError, EOFError, ConnectionError, OSError)
+"""How long after a worker's exit its pipes may stay open (a grandchild that escaped the
+process group holds them) before rrd stops reading them."""
+GARBAGE_PREVIEW = 128
+GARBAGE_WAIT = 0.1
+"""After a bad frame, what more of the stray output is gathered to show it: at most this many
+bytes, arriving within this many seconds."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +78,15 @@ class WorkerSpec:
     plugin: str
     cwd: str | None = None
     allocate_timeout: float = 60.0
-    max_payload: int = DEFAULT_MAX_PAYLOAD
+    kill_timeout: float = 5.0
+    max_frame_size: int = DEFAULT_MAX_PAYLOAD
+    max_reply_size: int = 4 * DEFAULT_MAX_PAYLOAD
     user: str | None = None
     group: str | None = None
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.argv)
 
 
 @dataclass(frozen=True)
@@ -72,7 +99,7 @@ class WorkerInfo:
     created: float
     rss: int
     command: str
-    reason: RetireReason | None = None
+    reason: ExitReason | None = None
     last_error: str | None = None
 
 
@@ -90,261 +117,411 @@ def install_child_watcher() -> None:
     asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
 
 
-def describe_exit(returncode: int | None) -> str:
-    """`exit code 3` or `killed by SIGKILL`, for log lines and errors."""
-    if returncode is None:
-        return "still running"
-    if returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-returncode).name}"
-        return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
+def resident_memory(pid: int) -> int:
+    """Resident bytes of one process, 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
-_unreaped: set[int] = set()
-"""Process groups of the workers this process started and has not reaped yet."""
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def kill_all_workers() -> int:
-    """SIGKILL every worker not yet reaped: the last resort on the way out. Returns how many."""
-    for pid in list(_unreaped):
-        kill_group(pid)
-    return len(_unreaped)
+class _Exchange:
+    """One request in flight on a worker's relay: its future, failed if the worker breaks."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+            self.future.exception()  # nobody may await it any more: no "never retrieved"
 
 
-def kill_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
-    """Signal a worker's whole process group (it leads its own session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+class _PidExchange(_Exchange):
+    """The pid handshake, and the health check that repeats it: a CONTROL `{"pid":N}`."""
+
+    __slots__ = ()
+
+    def take(self, worker: WorkerProcess, frame: Frame) -> None:
+        if not frame.flags & Flag.CONTROL:
+            worker.condemn(
+                ExitReason.GARBAGE, f"answered a pid request with a data frame: {_show(frame)}"
+            )
+            return
+        try:
+            pid = parse_pid(frame)
+        except FrameError as exc:
+            worker.condemn(ExitReason.GARBAGE, str(exc))
+            return
+        worker.answered(self, pid)
 
 
-class _ReapAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """asyncio's subprocess protocol, plus an event set the moment the process is reaped.
+class _SyncExchange(_PidExchange):
+    """The pid request written after every reply: nothing but its answer may come next."""
 
-    On Python 3.11 `Process.wait()` returns only once every pipe has closed, which a grandchild
-    that escaped the process group (and kept stdout or stderr) can put off for ever.
-    """
+    __slots__ = ()
 
-    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=limit, loop=loop)
-        self.reaped = asyncio.Event()
-        self.transport: asyncio.SubprocessTransport | None = None
+    def take(self, worker: WorkerProcess, frame: Frame) -> None:
+        if frame.flags & Flag.CONTROL:
+            super().take(worker, frame)
+        else:
+            why = f"sent a second reply to one payload: {_show(frame)}"
+            worker.condemn(ExitReason.GARBAGE, why)
+
+
+class _JobExchange(_Exchange):
+    """A payload: its reply is one frame, or frames with the STREAM bit joined into one."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[Payload] = []
+        self.size = 0
+
+    def take(self, worker: WorkerProcess, frame: Frame) -> None:
+        stream = frame.stream
+        if stream:
+            if stream & Stream.PING:
+                worker.write(PONG)
+                if not frame.payload and not frame.options:
+                    return
+            if stream & (Stream.PONG | Stream.STOP):
+                return
+        if frame.flags & Flag.ERROR:
+            error = SoftJobError(frame.payload.decode("utf-8", "replace"), pid=worker.pid)
+            worker.answered(self, error)
+            return
+        if frame.flags & Flag.CONTROL:
+            why = f"answered a payload with a control frame: {_show(frame)}"
+            worker.condemn(ExitReason.GARBAGE, why)
+            return
+        try:
+            payload = split_payload(frame)
+        except FrameError as exc:
+            worker.condemn(ExitReason.GARBAGE, str(exc))
+            return
+        self.size += len(frame.payload)
+        if self.size > worker.spec.max_reply_size:
+            worker.condemn(
+                ExitReason.GARBAGE,
+                f"reply of over {self.size} bytes exceeds max_reply_size "
+                f"({worker.spec.max_reply_size} bytes)",
+            )
+            return
+        if stream & Stream.STREAM:
+            self.chunks.append(payload)
+            return
+        if self.chunks:
+            self.chunks.append(payload)
+            payload = Payload(b"".join(c.body for c in self.chunks), self.chunks[0].context)
+            self.chunks = []
+        worker.answered(self, payload)
+
+
+def _show(frame: Frame) -> str:
+    return preview(frame.encode(), GARBAGE_PREVIEW)
+
+
+class _Pipes(asyncio.SubprocessProtocol):
+    """asyncio's callbacks for one worker's process and pipes, handed to the WorkerProcess."""
+
+    __slots__ = ("worker",)
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
         assert isinstance(transport, asyncio.SubprocessTransport)
-        self.transport = transport
+        self.worker._attached(transport)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self.worker._on_stdout(data)
+        else:
+            self.worker._on_stderr(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self.worker._on_pipe_closed(fd)
 
     def process_exited(self) -> None:
-        super().process_exited()
-        self.reaped.set()
+        self.worker._on_exit()
 
 
-async def _spawn(spec: WorkerSpec) -> tuple[asyncio.subprocess.Process, _ReapAwareProtocol]:
-    """What `asyncio.create_subprocess_exec` does, with the reap-aware protocol."""
-    loop = asyncio.get_running_loop()
-    pipe = asyncio.subprocess.PIPE
-    transport, protocol = await loop.subprocess_exec(
-        lambda: _ReapAwareProtocol(STDERR_LINE_LIMIT, loop),
-        *spec.argv,
-        stdin=pipe,
-        stdout=pipe,
-        stderr=pipe,
-        env=dict(spec.env),
-        cwd=spec.cwd,
-        start_new_session=True,
-        user=spec.user or None,
-        group=spec.group or None,
-    )
-    _unreaped.add(transport.get_pid())
-    return asyncio.subprocess.Process(transport, protocol, loop), protocol
+class WorkerProcess:
+    """One running worker process and its relay. Create with `await WorkerProcess.start(...)`.
 
+    `on_leave` (set by the pool) is called, synchronously, the moment the worker leaves
+    service: it goes to STOPPING or ERRORED, whoever decided it.
+    """
 
-@dataclass(eq=False)
-class Worker:
-    """One running worker process and its relay. Create with `await Worker.start(spec)`."""
+    def __init__(self, spec: WorkerSpec, registry: ProcessRegistry) -> None:
+        self.spec = spec
+        self.pid = 0
+        self.relay_pid = 0
+        self.execs = 0
+        self.created = time.time()
+        self.started_at = time.monotonic()
+        self.ready_at: float | None = None
+        self.idle_since = self.started_at
+        self.job_started: float | None = None
+        self.last_error: str | None = None
+        self.last_stderr = ""
+        self.returncode: int | None = None
+        self.on_leave: Callable[[WorkerProcess], None] | None = None
+        self._registry = registry
+        self._fsm = WorkerFSM()
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._decoder = Decoder(max_payload=spec.max_frame_size)
+        self._pending: deque[_PidExchange | _JobExchange] = deque()
+        self._stdout_done = False
+        self._garbage: bytearray | None = None
+        self._garbage_error: FrameError | None = None
+        self._garbage_timer: asyncio.TimerHandle | None = None
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._pipes_open = 2
+        self._stderr_tail = b""
+        self._stderr_tokens = float(STDERR_BURST)
+        self._stderr_refilled = self.started_at
+        self._stderr_dropped = 0
+        self._extra = {"event": "worker.stderr", "worker_pid": 0, "plugin": spec.plugin}
+        self._stopping: asyncio.Future[None] | None = None
+        self._finished = False
+        self._exited = asyncio.Event()
 
-    spec: WorkerSpec
-    process: asyncio.subprocess.Process
-    protocol: _ReapAwareProtocol
-    created: float = field(default_factory=time.time)
-    started_at: float = field(default_factory=time.monotonic)
-    execs: int = 0
-    last_error: str | None = None
-    relay_pid: int = 0
-    _fsm: WorkerFSM = field(default_factory=WorkerFSM)
-    _exited: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    def __repr__(self) -> str:
+        return f"<WorkerProcess {self.pid} {self.state.value}>"
 
     @property
     def state(self) -> WorkerState:
         return self._fsm.state
 
     @property
-    def reason(self) -> RetireReason | None:
+    def reason(self) -> ExitReason | None:
         return self._fsm.reason
 
     @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
+    def exited(self) -> bool:
+        """True once the process is reaped and its output relayed."""
+        return self._exited.is_set()
 
     @classmethod
-    async def start(cls, spec: WorkerSpec, *, server_pid: int | None = None) -> Worker:
+    async def start(
+        cls, spec: WorkerSpec, registry: ProcessRegistry, *, server_pid: int | None = None
+    ) -> WorkerProcess:
         """Spawn the process and finish the pid handshake within `allocate_timeout`."""
+        worker = cls(spec, registry)
         began = time.monotonic()
         try:
-            process, protocol = await _spawn(spec)  # not under a timeout: it could orphan a fork
+            await worker._spawn()  # not under a timeout: cancelling it could orphan the fork
         except (OSError, ValueError, KeyError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BootError(f"cannot start {spec.argv[0]!r}: {reason}") from None
-        worker = cls(spec, process, protocol)
-        worker._tasks = [
-            asyncio.create_task(worker._relay_stderr(), name=f"stderr-{process.pid}"),
-            asyncio.create_task(worker._watch_exit(), name=f"exit-{process.pid}"),
-        ]
         remaining = spec.allocate_timeout - (time.monotonic() - began)
+        exchange = worker._ask(pid_request(server_pid or os.getpid()), _PidExchange())
         try:
             async with asyncio.timeout(max(remaining, 0.001)):
-                await worker._handshake(server_pid or os.getpid())
+                worker.relay_pid = await exchange.future
         except TimeoutError:
-            await worker.kill()
-            raise BootError(
-                f"no pid handshake within {spec.allocate_timeout:g}s", pid=worker.pid
-            ) from None
-        except ScriptOpenError as exc:
-            await worker.kill()
-            raise BootError(exc.text.strip(), pid=worker.pid) from None
-        except _RELAY_FAULTS as exc:
-            await worker.kill()
-            raise BootError(
-                f"failed its pid handshake ({worker._fault(exc)})", pid=worker.pid
-            ) from None
+            why = f"no pid handshake within {spec.allocate_timeout:g}s"
+            worker.condemn(ExitReason.FAILED_START, why, quiet=True)
+            await worker.wait_exited()
+            raise BootError(why, pid=worker.pid) from None
+        except WorkerError as exc:
+            await worker.wait_exited()
+            raise BootError(worker.last_error or str(exc), pid=worker.pid) from None
         except BaseException:
-            await worker.kill()
+            worker.condemn(ExitReason.FAILED_START, "cancelled during its start", quiet=True)
+            await asyncio.shield(worker.wait_exited())  # its exit is quick: it was SIGKILLed
             raise
-        worker._fsm.to(WorkerState.READY)
+        worker._to(WorkerState.READY)
+        worker.ready_at = worker.idle_since = time.monotonic()
         log.info(
             "worker started",
             extra={
                 "event": "worker.started",
                 "worker_pid": worker.pid,
                 "plugin": spec.plugin,
-                "duration_ms": round((time.monotonic() - began) * 1000, 1),
+                "duration_ms": round((worker.ready_at - began) * 1000, 1),
             },
         )
         return worker
 
-    async def _handshake(self, server_pid: int) -> None:
-        await self._send(pid_request(server_pid))
-        frame = await read_frame(self._stdout, max_payload=self.spec.max_payload)
-        self.relay_pid = parse_pid(frame)
+    async def _spawn(self) -> None:
+        loop = asyncio.get_running_loop()
+        pipe = asyncio.subprocess.PIPE
+        spec = self.spec
+        await loop.subprocess_exec(
+            lambda: _Pipes(self),
+            *spec.argv,
+            stdin=pipe,
+            stdout=pipe,
+            stderr=pipe,
+            env=dict(spec.env),
+            cwd=spec.cwd,
+            start_new_session=True,
+            user=spec.user or None,
+            group=spec.group or None,
+        )
 
-    async def exec(self, payload: Payload, timeout: float | None = None) -> Payload:
-        """Send one payload and return the reply.
+    def reserve(self) -> None:
+        """READY -> WORKING: the worker is taken for one job or check, in the same step."""
+        self._to(WorkerState.WORKING)
 
-        Raises SoftJobError for an ERROR reply (the worker stays usable), ExecTimeout when no
-        reply came in `timeout` seconds and WorkerCrashed when the relay broke; after those
-        two the process has been killed.
-        """
-        self._fsm.to(WorkerState.WORKING)
-        try:
-            async with asyncio.timeout(timeout or None):
-                await self._send(payload_frame(payload))
-                reply = await self._read_reply()
-        except SoftJobError as exc:
-            self.execs += 1
-            self.last_error = str(exc)
-            self._finish_job()
-            raise
-        except TimeoutError:
-            self.last_error = f"no reply within {timeout:g}s"
-            await self.kill()
-            raise ExecTimeout(f"{self.last_error}; killed", pid=self.pid) from None
-        except _RELAY_FAULTS as exc:
-            await self.kill()  # first, so that the message can give its exit code
-            self.last_error = self._fault(exc)
-            raise WorkerCrashed(self.last_error, pid=self.pid) from None
-        except BaseException:
-            # Cancelled mid-exec: the reply is still coming, so the relay is out of step.
-            await self.kill()
-            raise
-        self.execs += 1
-        self._finish_job()
-        return reply
-
-    def _finish_job(self) -> None:
+    def release(self) -> None:
+        """WORKING -> READY after a job; a DRAINING or condemned worker stays as it is."""
         if self._fsm.state is WorkerState.WORKING:
-            self._fsm.to(WorkerState.READY)
+            self._to(WorkerState.READY)
+            self.idle_since = time.monotonic()
 
-    async def _read_reply(self) -> Payload:
-        """One reply; a streamed reply (STREAM bit) is joined into one payload."""
-        chunks: list[Payload] = []
-        while True:
-            frame = await read_frame(self._stdout, max_payload=self.spec.max_payload)
-            if frame.stream & Stream.PING:
-                await self._send(PONG)
-            if frame.stream & (Stream.PONG | Stream.STOP) or (
-                frame.stream & Stream.PING and not frame.payload and not frame.options
-            ):
-                continue
-            if frame.flags & Flag.ERROR:
-                raise SoftJobError(frame.payload.decode("utf-8", "replace"), pid=self.pid)
-            if frame.flags & Flag.CONTROL:
-                raise FrameError(f"unexpected control frame during exec: {frame.payload[:40]!r}")
-            chunks.append(split_payload(frame))
-            if not frame.stream & Stream.STREAM:
-                break
-        if len(chunks) == 1:
-            return chunks[0]
-        return Payload(b"".join(c.body for c in chunks), chunks[0].context)
-
-    def retire(self, reason: RetireReason) -> bool:
-        """Mark a busy worker to be retired after its job; False if it is not busy."""
+    def drain(self, reason: ExitReason) -> bool:
+        """Mark a busy worker to leave service after its job; False if it is not busy."""
         if self._fsm.state is WorkerState.WORKING:
-            self._fsm.to(WorkerState.DRAINING, reason)
+            self._to(WorkerState.DRAINING, reason)
             return True
         return False
 
-    async def stop(self, grace: float, reason: RetireReason) -> None:
-        """Ask the worker to exit (stop frame), then SIGTERM, then SIGKILL, `grace` apart."""
-        if self._fsm.can(WorkerState.STOPPING):
-            self._fsm.to(WorkerState.STOPPING, reason)
-            with contextlib.suppress(*_RELAY_FAULTS):
-                await self._send(stop_request())
-            if await self._wait_exit(grace):
-                return
-            log.warning(
-                "worker ignored the stop frame; sending SIGTERM",
-                extra={
-                    "event": "worker.terminate",
-                    "worker_pid": self.pid,
-                    "plugin": self.spec.plugin,
-                    "grace_s": grace,
-                },
-            )
-            kill_group(self.pid, signal.SIGTERM)
-            if await self._wait_exit(grace):
-                return
-        await self.kill()
+    async def exec(self, payload: Payload, timeout: float | None = None) -> Payload:
+        """Send one payload to a reserved worker and return the reply.
 
-    async def kill(self) -> None:
-        """SIGKILL the process group now and wait until the process is reaped."""
-        if self._fsm.state.live and self._fsm.state is not WorkerState.STOPPING:
-            self._fsm.to(WorkerState.ERRORED)
-        if self.process.returncode is None:  # once reaped, its pid may belong to another
-            kill_group(self.pid)
+        Raises SoftJobError for an ERROR reply (the worker stays usable), ExecTimeout when no
+        reply came in `timeout` seconds (the worker is killed, SIGTERM first) and
+        WorkerCrashed when the relay broke (the worker is killed).
+        """
+        state = self._fsm.state
+        if state is WorkerState.ERRORED:  # it broke while reserved, before its job was sent
+            raise WorkerCrashed(self.last_error or "exited", pid=self.pid)
+        if state not in (WorkerState.WORKING, WorkerState.DRAINING):
+            raise IllegalTransition(f"exec on a worker that is {state.value}, not reserved")
+        self.job_started = time.monotonic()
+        exchange = self._ask(payload_frame(payload), _JobExchange())
+        try:
+            if timeout:
+                async with asyncio.timeout(timeout):
+                    reply: Payload = await exchange.future
+            else:
+                reply = await exchange.future
+        except SoftJobError as exc:
+            self.execs += 1
+            self.last_error = str(exc)
+            raise
+        except TimeoutError:
+            if not exchange.future.cancelled():
+                raise  # not ours: the answer had come
+            why = f"no reply within {timeout:g}s"
+            self.condemn(ExitReason.EXEC_TTL, why, sigterm_first=True)
+            raise ExecTimeout(f"{why}; killed", pid=self.pid) from None
+        except asyncio.CancelledError:
+            if exchange.future.cancelled():  # the reply is still coming: the relay is out of step
+                self.condemn(ExitReason.GARBAGE, "its job was cancelled mid-exec", quiet=True)
+            raise
+        finally:
+            self.job_started = None
+        self.execs += 1
+        return reply
+
+    async def ping(self, timeout: float) -> None:
+        """A health check through the work channel: a pid request answered within `timeout`.
+
+        The worker must be reserved. On silence it is killed (WorkerError).
+        """
+        exchange = self._ask(pid_request(os.getpid()), _PidExchange())
+        try:
+            async with asyncio.timeout(timeout):
+                await exchange.future
+        except TimeoutError:
+            if not exchange.future.cancelled():
+                raise
+            why = f"did not answer a health check within {timeout:g}s"
+            self.condemn(ExitReason.UNHEALTHY, why)
+            raise WorkerError(why, pid=self.pid) from None
+
+    def stop(self, reason: ExitReason, *, grace: float) -> asyncio.Future[None]:
+        """Stop frame, then SIGTERM after `grace`, then SIGKILL after the spec's kill_timeout.
+
+        The worker leaves service now; await the result for its exit. Idempotent: a second
+        caller waits for the first stop. A busy worker is never stopped (that is a bug: drain
+        it first); a condemned one is only waited for.
+        """
+        if self._stopping is None:
+            if self._fsm.state in (WorkerState.STOPPED, WorkerState.ERRORED):
+                self._stopping = asyncio.ensure_future(self._exited_quietly())
+            else:
+                self._to(WorkerState.STOPPING, reason)
+                self._stopping = asyncio.ensure_future(self._stop_sequence(grace))
+        return asyncio.shield(self._stopping)
+
+    async def _exited_quietly(self) -> None:
         await self._exited.wait()
+
+    async def _stop_sequence(self, grace: float) -> None:
+        self.write(STOP)
+        if await self._exit_within(grace):
+            return
+        log.warning(
+            f"worker {self.pid} did not exit within {grace:g}s of its stop frame; sending SIGTERM",
+            extra=self._event("worker.terminate", grace_s=grace),
+        )
+        kill_group(self.pid, signal.SIGTERM)
+        if await self._exit_within(self.spec.kill_timeout):
+            return
+        log.warning(
+            f"worker {self.pid} ignored SIGTERM for {self.spec.kill_timeout:g}s; killing it",
+            extra=self._event("worker.killed", reason=self.reason.value if self.reason else None),
+        )
+        kill_group(self.pid)
+        await self._exited.wait()
+
+    async def kill(self, reason: ExitReason, why: str) -> None:
+        """SIGKILL the worker now (a decision, logged at warning) and wait until it is reaped."""
+        self.condemn(reason, why)
+        await self._exited.wait()
+
+    def condemn(
+        self, reason: ExitReason, why: str, *, sigterm_first: bool = False, quiet: bool = False
+    ) -> None:
+        """The worker is broken or past a hard limit: out of service and killed, now.
+
+        The request in flight fails with WorkerCrashed(why). With `sigterm_first`, SIGKILL
+        follows SIGTERM after the spec's kill_timeout. `quiet` leaves the warning to the caller.
+        """
+        if self._finished:
+            return
+        self.last_error = why
+        self._fail_pending(why)
+        state = self._fsm.state
+        if state in (WorkerState.STOPPING, WorkerState.ERRORED):
+            if not sigterm_first:
+                kill_group(self.pid)  # a stop or a kill already under way: only faster now
+            return
+        if not quiet and state is not WorkerState.SPAWNING:  # a failed start is the pool's to tell
+            log.warning(
+                f"worker {self.pid} {why}; killing it",
+                extra=self._event("worker.killed", reason=reason.value),
+            )
+        self._to(WorkerState.ERRORED, reason)
+        if self.returncode is not None:
+            return
+        if sigterm_first:
+            kill_group(self.pid, signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            self._kill_timer = loop.call_later(self.spec.kill_timeout, kill_group, self.pid)
+        else:
+            kill_group(self.pid)
 
     async def wait_exited(self) -> int:
         """Wait until the process is reaped (and its output relayed); return its exit code."""
         await self._exited.wait()
-        return self.process.returncode if self.process.returncode is not None else -1
+        return self.returncode if self.returncode is not None else -1
 
-    async def _wait_exit(self, timeout: float) -> bool:
+    async def _exit_within(self, timeout: float) -> bool:
         try:
             async with asyncio.timeout(timeout):
                 await self._exited.wait()
@@ -354,84 +531,240 @@ class Worker:
 
     def info(self) -> WorkerInfo:
         """A snapshot of this worker, with its resident memory."""
-        try:
-            rss = psutil.Process(self.pid).memory_info().rss if self._fsm.state.live else 0
-        except psutil.Error:
-            rss = 0
+        live = self.returncode is None and self.pid > 0
         return WorkerInfo(
             pid=self.pid,
             state=self.state,
             execs=self.execs,
             created=self.created,
-            rss=rss,
-            command=" ".join(self.spec.argv),
+            rss=resident_memory(self.pid) if live else 0,
+            command=self.spec.command,
             reason=self.reason,
             last_error=self.last_error,
         )
 
-    @property
-    def _stdout(self) -> asyncio.StreamReader:
-        assert self.process.stdout is not None
-        return self.process.stdout
+    def write(self, data: bytes) -> None:
+        """One frame, in one write; nothing once the worker's stdin is gone."""
+        stdin = self._stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.write(data)
 
-    async def _send(self, frame: Frame) -> None:
-        stdin = self.process.stdin
-        assert stdin is not None
-        write_frame(stdin, frame)
-        await stdin.drain()
+    def answered(self, exchange: _Exchange, result: Any) -> None:
+        """The oldest request in flight got its answer; after a job's, the separator follows."""
+        assert self._pending and self._pending[0] is exchange
+        self._pending.popleft()
+        if isinstance(result, BaseException):
+            exchange.future.set_exception(result)
+        else:
+            exchange.future.set_result(result)
+        if isinstance(exchange, _JobExchange):
+            self._ask(pid_request(os.getpid()), _SyncExchange())
 
-    def _fault(self, exc: BaseException) -> str:
-        if isinstance(exc, EOFError):
-            code = self.process.returncode
-            return "closed its relay" + (f" ({describe_exit(code)})" if code is not None else "")
-        return str(exc) or type(exc).__name__
+    def _ask(self, request: Frame, exchange: _PidExchange | _JobExchange) -> Any:
+        """Write a request; `exchange` takes its answer once the requests before it have theirs."""
+        self._pending.append(exchange)
+        self.write(request.encode())
+        return exchange
 
-    async def _watch_exit(self) -> None:
-        await self.protocol.reaped.wait()
-        returncode = self.process.returncode
-        kill_group(self.pid)  # its own children never outlive it
-        _unreaped.discard(self.pid)
+    def _fail_pending(self, why: str) -> None:
+        while self._pending:
+            self._pending.popleft().fail(WorkerCrashed(why, pid=self.pid))
+
+    def _to(self, state: WorkerState, reason: ExitReason | None = None) -> None:
+        was_serving = self._fsm.state.in_service or self._fsm.state is WorkerState.SPAWNING
+        self._fsm.to(state, reason)
+        leaving = state in (WorkerState.STOPPING, WorkerState.ERRORED)
+        if was_serving and leaving and self.on_leave is not None:
+            self.on_leave(self)
+
+    def _event(self, event: str, **fields: Any) -> dict[str, Any]:
+        return {"event": event, "worker_pid": self.pid, "plugin": self.spec.plugin, **fields}
+
+    # asyncio's callbacks, through _Pipes
+
+    def _attached(self, transport: asyncio.SubprocessTransport) -> None:
+        self._transport = transport
+        self.pid = transport.get_pid()
+        self._extra["worker_pid"] = self.pid
+        self._registry.add(self.pid)
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        self._stdin = stdin
+
+    def _on_stdout(self, data: bytes) -> None:
+        if self._stdout_done:
+            return
+        if self._garbage is not None:
+            self._garbage += data[: GARBAGE_PREVIEW - len(self._garbage)]
+            if len(self._garbage) >= GARBAGE_PREVIEW:
+                self._garbage_seen()
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError as exc:
+            for frame in exc.frames:
+                assert isinstance(frame, Frame)
+                self._on_frame(frame)
+            if not self._stdout_done:
+                self._garbage_arrived(exc)
+            return
+        for frame in frames:
+            self._on_frame(frame)
+
+    def _on_frame(self, frame: Frame) -> None:
+        if self._stdout_done:
+            return
+        if not self._pending:
+            if self._fsm.state is WorkerState.STOPPING:
+                return  # a worker on its way out may still flush something: no matter now
+            self.condemn(ExitReason.GARBAGE, f"wrote to stdout out of turn: {_show(frame)}")
+            self._stdout_done = True
+            return
+        self._pending[0].take(self, frame)
+
+    def _garbage_arrived(self, error: FrameError) -> None:
+        """Gather a little more of the stray output, so the person sees what it says."""
+        self._garbage_error = error
+        self._garbage = bytearray(error.rest[:GARBAGE_PREVIEW])
+        if len(self._garbage) >= GARBAGE_PREVIEW:
+            self._garbage_seen()
+        else:
+            loop = asyncio.get_running_loop()
+            self._garbage_timer = loop.call_later(GARBAGE_WAIT, self._garbage_seen)
+
+    def _garbage_seen(self) -> None:
+        if self._garbage is None or self._garbage_error is None:
+            return
+        if self._garbage_timer is not None:
+            self._garbage_timer.cancel()
+        seen, error = bytes(self._garbage), self._garbage_error
+        self._garbage = None
+        self._stdout_done = True
+        if isinstance(error, ScriptOpenError):
+            why = seen.decode("utf-8", "replace").strip().splitlines()[0]
+        elif isinstance(error, FrameTooLarge):
+            why = f"{error} (max_frame_size)"
+        else:
+            why = f"wrote garbage to stdout: {preview(seen, GARBAGE_PREVIEW)}"
+        self.condemn(ExitReason.GARBAGE, why)
+
+    def _on_stderr(self, data: bytes) -> None:
+        if self._stderr_tail:
+            data = self._stderr_tail + data
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        cut = len(tail) - len(tail) % STDERR_LINE_LIMIT  # whole pieces of an unfinished line
+        self._stderr_tail = tail[cut:]
+        allowed = self._stderr_allowance(len(lines) + (cut > 0))
+        for line in lines[:allowed]:
+            self._relay_line(line)
+        if cut and allowed > len(lines):
+            self._relay_line(tail[:cut], ends=False)
+
+    def _stderr_allowance(self, lines: int) -> int:
+        """How many of `lines` may be logged now (a token bucket); the rest are counted."""
+        now = time.monotonic()
+        tokens = min(
+            STDERR_BURST,
+            self._stderr_tokens + (now - self._stderr_refilled) * STDERR_LINES_PER_SECOND,
+        )
+        self._stderr_refilled = now
+        allowed = min(lines, int(tokens))
+        self._stderr_tokens = tokens - allowed
+        self._stderr_dropped += lines - allowed
+        return allowed
+
+    def _relay_line(self, line: bytes, *, ends: bool = True) -> None:
+        """Log one stderr line, in pieces of STDERR_LINE_LIMIT marked `continued` but the last."""
+        if self._stderr_dropped:
+            self._report_dropped()
+        last = len(line) - 1
+        for start in range(0, max(len(line), 1), STDERR_LINE_LIMIT):
+            text = line[start : start + STDERR_LINE_LIMIT].decode("utf-8", "replace")
+            if ends and start + STDERR_LINE_LIMIT > last:
+                text = text.rstrip("\r")
+                self.last_stderr = text[:200]
+                log.info(text, extra=self._extra)
+            else:
+                log.info(text, extra={**self._extra, "continued": True})
+
+    def _report_dropped(self) -> None:
+        dropped, self._stderr_dropped = self._stderr_dropped, 0
+        log.warning(
+            f"worker {self.pid} wrote too many stderr lines; dropped {dropped}",
+            extra=self._event("worker.stderr_dropped", count=dropped),
+        )
+
+    def _on_pipe_closed(self, fd: int) -> None:
+        if fd == 0:
+            return
+        self._pipes_open -= 1
+        if fd == 1:
+            if self._garbage is not None:
+                self._garbage_seen()
+            if self.returncode is None and not self._stdout_done:
+                self._stdout_done = True  # it is exiting, most likely: its exit tells why
+                loop = asyncio.get_running_loop()
+                loop.call_later(GARBAGE_WAIT, self._stdout_closed_alive)
+        if self._pipes_open == 0 and self.returncode is not None:
+            self._finish()
+
+    def _stdout_closed_alive(self) -> None:
+        if self.returncode is None:
+            self.condemn(ExitReason.CRASHED, "closed its stdout but kept running")
+
+    def _on_exit(self) -> None:
+        assert self._transport is not None
+        self.returncode = self._transport.get_returncode()
+        self._registry.reaped(self.pid)  # its own children never outlive it
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        if self._stdin is not None:
+            self._stdin.close()
+        if self._pipes_open == 0:
+            self._finish()
+        else:
+            asyncio.get_running_loop().call_later(STDERR_DRAIN_TIMEOUT, self._finish)
+
+    def _finish(self) -> None:
+        """The process is reaped and its pipes read (or given up on): the worker is over."""
+        if self._finished:
+            return
+        if self._garbage is not None:
+            self._garbage_seen()
+        code = self.returncode
+        if self._pending:
+            if self._fsm.state is not WorkerState.SPAWNING:
+                why = f"closed its relay ({describe_exit(code)})"
+            else:
+                why = f"exited before its pid handshake ({describe_exit(code)})"
+                if self.last_stderr:
+                    why += f"; its last stderr line: {self.last_stderr}"
+            if any(not isinstance(e, _SyncExchange) for e in self._pending):
+                self.last_error = why
+            self._fail_pending(why)
         if self._fsm.state is WorkerState.STOPPING:
             self._fsm.to(WorkerState.STOPPED)
-        elif self._fsm.state.live:
-            self._fsm.to(WorkerState.ERRORED)
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        relay = self._tasks[0]
-        try:  # the last stderr lines are logged before the exit...
-            async with asyncio.timeout(STDERR_DRAIN_TIMEOUT):
-                await asyncio.shield(relay)
-        except TimeoutError:  # ...unless an escaped grandchild holds stderr open
-            relay.cancel()
-            if self.protocol.transport is not None:
-                self.protocol.transport.close()  # then the pipes never close by themselves
+        elif self._fsm.state is not WorkerState.ERRORED:
+            self._to(WorkerState.ERRORED, ExitReason.CRASHED)
+        self._finished = True
+        if self._stderr_tail:
+            self._relay_line(self._stderr_tail)
+            self._stderr_tail = b""
+        if self._stderr_dropped:
+            self._report_dropped()
+        if self._transport is not None:
+            self._transport.close()
         self._exited.set()
         expected = self._fsm.state is WorkerState.STOPPED
         log.log(
             logging.INFO if expected else logging.WARNING,
-            f"worker exited ({describe_exit(returncode)})",
-            extra={
-                "event": "worker.exited",
-                "worker_pid": self.pid,
-                "plugin": self.spec.plugin,
-                "exit_code": returncode,
-                "state": self.state.value,
-                "reason": self.reason.value if self.reason else None,
-                "execs": self.execs,
-            },
+            f"worker {self.pid} exited ({describe_exit(code)})",
+            extra=self._event(
+                "worker.exited",
+                exit_code=code,
+                state=self.state.value,
+                reason=self.reason.value if self.reason else None,
+                execs=self.execs,
+            ),
         )
-
-    async def _relay_stderr(self) -> None:
-        stream = self.process.stderr
-        assert stream is not None
-        extra = {"event": "worker.stderr", "worker_pid": self.pid, "plugin": self.spec.plugin}
-        while True:
-            try:
-                line = await stream.readuntil(b"\n")
-            except asyncio.IncompleteReadError as exc:
-                line = exc.partial
-            except asyncio.LimitOverrunError:
-                line = await stream.read(STDERR_LINE_LIMIT)  # an over-long line, in pieces
-            if not line:
-                return
-            log.info(line.decode("utf-8", "replace").rstrip("\r\n"), extra=extra)

@@ -1,7 +1,7 @@
-"""Room: config. The `.rr.yaml` schema, its loader and its documentation.
+"""Room: config. The `.rr.yaml` schema, its loader, its checks and its documentation.
 
-Imports only `rrd.errors`, the standard library and PyYAML, and knows no plugin by name:
-plugins hand their section classes to `load_config` and `iter_settings`.
+Imports only `rrd.errors`, the standard library, PyYAML and python-dotenv, and knows no plugin
+by name: plugins hand their section classes to `load_config` and `iter_settings`.
 """
 
 from rrd.config.docs import SettingDoc, iter_settings, render_docs
@@ -10,13 +10,13 @@ from rrd.config.schema import (
     REQUIRED,
     Config,
     FileLoggerOptions,
+    LimitsConfig,
     LogChannelConfig,
     LogsConfig,
     OnInitConfig,
     PoolConfig,
     RpcConfig,
     ServerConfig,
-    SupervisorConfig,
     setting,
 )
 from rrd.config.units import (
@@ -27,12 +27,14 @@ from rrd.config.units import (
     parse_duration,
     parse_size,
 )
+from rrd.config.validate import validate
 
 __all__ = [
     "REQUIRED",
     "Config",
     "Duration",
     "FileLoggerOptions",
+    "LimitsConfig",
     "LogChannelConfig",
     "LogsConfig",
     "OnInitConfig",
@@ -41,7 +43,6 @@ __all__ = [
     "ServerConfig",
     "SettingDoc",
     "Size",
-    "SupervisorConfig",
     "expand_env",
     "format_duration",
     "format_size",
@@ -52,4 +53,5 @@ __all__ = [
     "parse_size",
     "render_docs",
     "setting",
+    "validate",
 ]

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from rrd.config.schema import FieldSpec, Shape, field_specs
-from rrd.config.tree import OVERRIDE, Entry, Node, describe, join, quote
-from rrd.config.units import format_duration, parse_duration, parse_size
+from rrd.config.tree import FILE, OVERRIDE, Entry, Node, describe, join, quote
+from rrd.config.units import format_duration, format_size, parse_duration, parse_size
 from rrd.errors import ConfigError
 
 __all__ = ["Converter", "expand_env", "suggest"]
@@ -93,13 +93,23 @@ class Converter:
     """Turns raw Nodes into values of section dataclasses; every error names file, line, key.
 
     Warnings (a RoadRunner key or value rrd reads its own way) collect in `warnings`, each
-    worded and placed like an error.
+    worded and placed like an error. Every key converted is noted in `lines` (its line in the
+    file) or `overridden` (set by `-o`), for `Config.error`.
     """
 
     def __init__(self, source: str, environ: Mapping[str, str]) -> None:
         self.source = source
         self.environ = environ
         self.warnings: list[str] = []
+        self.lines: dict[str, int] = {}
+        self.overridden: set[str] = set()
+
+    def note(self, key: str, line: int | None, node: Node) -> None:
+        """Remember where `key` was written: a line of the file, or an `-o`."""
+        if node.origin == OVERRIDE:
+            self.overridden.add(key)
+        elif line is not None and node.origin == FILE:
+            self.lines[key] = line
 
     def error(self, node: Node, key: str, line: int | None, message: str) -> ConfigError:
         """A ConfigError about `node` at `key`, on `line` of the file or on `-o`."""
@@ -129,6 +139,7 @@ class Converter:
             spec = specs.get(name)
             sub = join(key, name)
             at = entry.key_line if entry.key_line is not None else entry.node.line
+            self.note(sub, entry.key_line, entry.node)
             if spec is None:
                 self.fail(entry.node, sub, at, "unknown key" + suggest(name, list(specs)))
             values[name] = self.field(spec, entry.node, sub, at)
@@ -143,14 +154,23 @@ class Converter:
         except ValueError as err:
             self.fail(node, key, line, str(err))
         except ConfigError as err:
-            self.fail(node, err.key or key, line, err.message)
+            # A check across fields names the field to blame, relative to the section.
+            blamed = entries.get(err.key) if err.key else None
+            if err.key is None:
+                self.fail(node, key, line, err.message)
+            if blamed is None:
+                self.fail(node, join(key, err.key), line, err.message)
+            at = blamed.key_line if blamed.key_line is not None else blamed.node.line
+            self.fail(blamed.node, join(key, err.key), at, err.message)
 
     def field(self, spec: FieldSpec, node: Node, key: str, line: int | None) -> Any:
         """One field's value, with its limits checked."""
         value = self.value(spec.shape, node, key, line)
         if value is None:
             return value
-        show: Callable[[Any], str] = format_duration if spec.shape.kind == "duration" else str
+        show: Callable[[Any], str] = {"duration": format_duration, "size": format_size}.get(
+            spec.shape.kind, str
+        )
         if spec.minimum is not None and value < spec.minimum:
             self.fail(node, key, line, f"must be at least {show(spec.minimum)}, got {show(value)}")
         if spec.maximum is not None and value > spec.maximum:
@@ -299,11 +319,16 @@ class Converter:
                         item.line,
                         f"expected a string, got {describe(item.value)}",
                     )
+                self.note(f"{key}[{i}]", item.line, item)
                 words.append(self.string(item, f"{key}[{i}]", item.line))
+                if "\0" in words[-1]:
+                    self.fail(item, f"{key}[{i}]", item.line, "a word must not hold NUL")
             return tuple(words)
         value, _ = self.scalar(node, key, line)
         if not isinstance(value, str):
             self.fail(node, key, line, self.expected("words", value))
+        if "\0" in value:
+            self.fail(node, key, line, "a word must not hold NUL")
         try:
             return tuple(shlex.split(value))
         except ValueError as err:
@@ -316,6 +341,7 @@ class Converter:
         sections = {}
         for name, entry in node.value.items():
             at = entry.key_line if entry.key_line is not None else entry.node.line
+            self.note(join(key, name), entry.key_line, entry.node)
             sections[name] = self.section(cls, entry.node, join(key, name), at)
         return sections
 
@@ -329,6 +355,7 @@ class Converter:
             upper = name.upper()
             sub = join(key, upper)
             at = entry.key_line if entry.key_line is not None else entry.node.line
+            self.note(sub, entry.key_line, entry.node)
             if not upper or "=" in upper or "\0" in upper:
                 self.fail(
                     entry.node,

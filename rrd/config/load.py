@@ -1,9 +1,9 @@
 """Reading `.rr.yaml`: the file, `-o` overrides, `--dotenv` and `${VAR:-default}` expansion.
 
-Room: config. Imports only `rrd.errors`, the standard library and PyYAML; knows no plugin by
-name (plugins hand in their section classes). Never prints or logs: warnings are returned in
-`Config.warnings`, and every fault a user can cause is a one-line ConfigError naming the file,
-the line and the dotted key (`-o` instead of the file for an override).
+Room: config. Imports only `rrd.errors`, the standard library, PyYAML and python-dotenv; knows
+no plugin by name (plugins hand in their section classes). Never prints or logs: warnings are
+returned in `Config.warnings`, and every fault a user can cause is a one-line ConfigError
+naming the file, the line and the dotted key (`-o` instead of the file for an override).
 
 The order of work: read and compose the YAML keeping lines; apply the `-o key.path=value`
 overrides to that raw tree (a key the schema does not know is an error naming `-o`); reject
@@ -11,15 +11,19 @@ unknown sections; check `version`; convert each section, expanding `$VAR`, `${VA
 `${VAR:-default}` in string values. The environment for expansion is `environ` over the
 dotenv file: a variable already set wins, as with godotenv. See `convert` for how strings are
 read as numbers and booleans.
+
+What the file alone cannot tell (a command that is not installed, a user that does not
+exist) is `validate`'s work, after loading.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from rrd.config.convert import Converter, expand_env, suggest
 from rrd.config.schema import (
@@ -32,6 +36,9 @@ from rrd.config.schema import (
 )
 from rrd.config.tree import FILE, OVERRIDE, Entry, Node, parse_yaml, quote
 from rrd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dotenv.parser import Binding
 
 __all__ = ["CORE_SECTIONS", "SUPPORTED_VERSIONS", "expand_env", "load_config", "load_dotenv"]
 
@@ -57,8 +64,9 @@ def load_config(
     source = Path(os.path.abspath(workdir_path / path))
     schema = _schema(sections)
     root = parse_yaml(_read(source), str(source))
-    from_dotenv = load_dotenv(workdir_path / dotenv) if dotenv is not None else {}
-    env = {**from_dotenv, **(os.environ if environ is None else environ)}
+    environ = os.environ if environ is None else environ
+    from_dotenv = load_dotenv(workdir_path / dotenv, environ) if dotenv is not None else {}
+    env = {**from_dotenv, **environ}
     converter = Converter(str(source), env)
 
     if root is None or root.value is None:
@@ -75,6 +83,7 @@ def load_config(
         if name not in schema and name != "version":
             message = f"unknown section '{name}'" + suggest(name, known)
             converter.fail(entry.node, name, entry.key_line, message)
+        converter.note(name, entry.key_line, entry.node)
 
     version, warnings = _version(entries.get("version"), root, converter)
     converted: dict[str, Any] = {}
@@ -91,6 +100,8 @@ def load_config(
         sections=converted,
         dotenv=from_dotenv,
         warnings=(*warnings, *converter.warnings),
+        lines=converter.lines,
+        overridden=frozenset(converter.overridden),
     )
 
 
@@ -226,59 +237,92 @@ def _override_value(raw: str, shape: Shape, dotted: str) -> Node:
     return Node(raw, None, OVERRIDE)
 
 
-_DOTENV_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*)")
-_DOUBLE_ESCAPES: Final = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
+# A line as python-dotenv reads it, to say what is wrong with one it could not read.
+_DOTENV_LINE = re.compile(
+    r"\s*(?:export\s+)?('[^']+'|[^=#\s]+)[^\S\r\n]*(=[^\S\r\n]*)?(.*)", re.DOTALL
+)
+_QUOTED = {
+    "'": re.compile(r"'(?:\\.|[^'\\])*'", re.DOTALL),
+    '"': re.compile(r'"(?:\\.|[^"\\])*"', re.DOTALL),
+}
+_NEWLINE = re.compile(r"\r\n|\n|\r")
 
 
-def load_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Read a dotenv file: `KEY=VALUE`, `export KEY=VALUE`, quotes, comments, blank lines."""
+def load_dotenv(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Read a dotenv file as python-dotenv does (`KEY=VALUE`, `export`, quotes, comments,
+    multi-line quoted values) and expand `${VAR}` and `${VAR:-default}` in its values.
+
+    A variable set in `environ` (default `os.environ`) wins over the file, for expansion as
+    it does for the config: `LOGDIR=${BASE}/logs` takes BASE from the environment if it is
+    set there, else from the lines above. A 'single-quoted' value is not expanded, as with
+    godotenv. The values returned are the file's own, expanded.
+    """
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8-sig") as file:
-            lines = file.read().splitlines()
+            text = file.read()
     except OSError as err:
         raise ConfigError(f"cannot read {source}: {err.strerror or err}", path=source) from None
     except UnicodeDecodeError:  # before ValueError, whose subclass it is
         raise ConfigError("not UTF-8", path=source) from None
     except ValueError as err:  # a NUL byte in the path
         raise ConfigError(f"cannot read {source}: {err}", path=source) from None
+    # Imported here: python-dotenv brings tempfile, shutil, bz2 and lzma (~1 MiB of rrd's RSS).
+    from dotenv.parser import parse_stream
+    from dotenv.variables import parse_variables
+
+    environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _DOTENV_LINE.fullmatch(line)
-        if match is None:
-            raise ConfigError(
-                f"expected KEY=VALUE, got {quote(line.strip())}", path=source, line=number
-            )
-        key, rest = match.groups()
-        try:
-            values[key] = _dotenv_value(rest)
-        except ValueError as err:
-            raise ConfigError(str(err), path=source, line=number, key=key) from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.key is None and not binding.error:
+            continue  # a blank line or a comment
+        line, written = _dotenv_line(binding)
+        if binding.error or binding.key is None or binding.value is None:
+            raise _dotenv_error(written, source, line)
+        value = binding.value
+        if "${" in value and not _single_quoted(written):
+            lookup = {**values, **environ}
+            value = "".join(atom.resolve(lookup) for atom in parse_variables(value))
+        if "\0" in value:
+            raise ConfigError("a value must not hold NUL", path=source, line=line, key=binding.key)
+        values[binding.key] = value
     return values
 
 
-def _dotenv_value(text: str) -> str:
-    """One value: 'single' is literal, "double" knows \\n \\t \\" \\\\, bare ends at ` #`."""
-    text = text.strip()
-    if text[:1] in ("'", '"'):
-        quote_char = text[0]
-        out: list[str] = []
-        i = 1
-        while i < len(text):
-            char = text[i]
-            if char == quote_char:
-                rest = text[i + 1 :].strip()
-                if rest and not rest.startswith("#"):
-                    raise ValueError(f"unexpected text after the closing quote: {quote(rest)}")
-                return "".join(out)
-            if char == "\\" and quote_char == '"' and i + 1 < len(text):
-                out.append(_DOUBLE_ESCAPES.get(text[i + 1], "\\" + text[i + 1]))
-                i += 2
-                continue
-            out.append(char)
-            i += 1
-        raise ValueError(f"missing closing {quote_char}")
-    comment = re.search(r"\s#", text)
-    return (text[: comment.start()] if comment else text).strip()
+def _dotenv_line(binding: Binding) -> tuple[int, str]:
+    """The line a binding starts on, and its text from there: python-dotenv counts the blank
+    lines before it as its own."""
+    original = binding.original.string
+    text = original.lstrip()
+    return binding.original.line + len(
+        _NEWLINE.findall(original[: len(original) - len(text)])
+    ), text
+
+
+def _single_quoted(written: str) -> bool:
+    match = _DOTENV_LINE.match(written)
+    return match is not None and match[3].startswith("'")
+
+
+def _dotenv_error(written: str, source: str, line: int) -> ConfigError:
+    """What is wrong with a line python-dotenv could not read, or read as a name alone."""
+    first = _NEWLINE.split(written, maxsplit=1)[0].strip()
+    match = _DOTENV_LINE.match(written)
+    if match is None or match[2] is None:
+        return ConfigError(f"expected KEY=VALUE, got {quote(first)}", path=source, line=line)
+    key, value = match[1].strip("'"), match[3]
+    quoted = _QUOTED.get(value[:1])
+    if quoted is not None:
+        closed = quoted.match(value)
+        if closed is None:
+            return ConfigError(f"missing closing {value[0]}", path=source, line=line, key=key)
+        rest = _NEWLINE.split(value[closed.end() :], maxsplit=1)[0].strip()
+        return ConfigError(
+            f"unexpected text after the closing quote: {quote(rest)}",
+            path=source,
+            line=line,
+            key=key,
+        )
+    return ConfigError(f"expected KEY=VALUE, got {quote(first)}", path=source, line=line)

@@ -22,6 +22,9 @@ with `setting(..., ignored="why")`: their values are still checked against their
 loader adds a warning to `Config.warnings` for each one the user wrote (never for a default).
 RoadRunner's spellings of a choice are `setting(..., aliases={"raw": "production"})`: read
 as the choice they name, with a warning.
+
+A check across fields goes in the section's `__post_init__`: a ValueError is reported at the
+section, a `ConfigError(message, key="field")` at that field's line.
 """
 
 # setting() returns a dataclasses.field, as RUF009 cannot know; every default is copied.
@@ -39,13 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
-from rrd.config.units import DURATION, SIZE, Duration, Unit
+from rrd.config.units import DURATION, SIZE, Duration, Size, Unit, format_size
+from rrd.errors import ConfigError
 
 __all__ = [
     "REQUIRED",
     "Config",
     "FieldSpec",
     "FileLoggerOptions",
+    "LimitsConfig",
     "LogChannelConfig",
     "LogsConfig",
     "OnInitConfig",
@@ -53,7 +58,6 @@ __all__ = [
     "RpcConfig",
     "ServerConfig",
     "Shape",
-    "SupervisorConfig",
     "field_specs",
     "setting",
     "shape_of",
@@ -264,9 +268,15 @@ def _check_listen(address: str) -> None:
         raise ValueError(f'expected "tcp://HOST:PORT" or "unix:///path/to/socket", got "{address}"')
 
 
+_ZERO_IS_DEFAULT = " 0 means 60s, as in RoadRunner."
+
+
 @dataclass(frozen=True)
-class SupervisorConfig:
-    """When a pool retires its workers; 0 turns a limit off."""
+class LimitsConfig:
+    """When a pool retires its workers: RoadRunner's `pool.supervisor` block.
+
+    0 turns a limit off. Named for what it holds; the key keeps RoadRunner's name.
+    """
 
     watch_tick: Duration = setting(
         5.0,
@@ -297,7 +307,11 @@ class SupervisorConfig:
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """A plugin's worker pool, as RoadRunner's `pool` block."""
+    """A plugin's worker pool, as RoadRunner's `pool` block.
+
+    RoadRunner reads 0 for the allocate, destroy and reset timeouts as its default of 60s;
+    so does rrd, so that a RoadRunner config means the same here.
+    """
 
     num_workers: int = setting(0, "Number of workers; 0 means one per CPU.", minimum=0)
     max_jobs: int = setting(
@@ -312,18 +326,38 @@ class PoolConfig:
     )
     allocate_timeout: Duration = setting(
         60.0,
-        "Longest wait for a worker: spawn plus pid handshake, or a free worker for a job.",
+        "Longest wait for a worker: spawn plus pid handshake, or a free worker for a job."
+        + _ZERO_IS_DEFAULT,
         minimum=0,
     )
     destroy_timeout: Duration = setting(
         60.0,
-        "Grace period for a worker to stop before it is killed.",
+        "Grace period for a worker to exit after its stop frame before it gets SIGTERM; also "
+        "how long a pool's stop waits for jobs in flight." + _ZERO_IS_DEFAULT,
         minimum=0,
     )
     reset_timeout: Duration = setting(
         60.0,
-        "Longest a reset (replace every worker) may take.",
+        "Longest a reset (replace every worker) may take." + _ZERO_IS_DEFAULT,
         minimum=0,
+    )
+    kill_timeout: Duration = setting(
+        5.0,
+        "After SIGTERM, how long a worker has to exit before SIGKILL: when a stop outlives "
+        "destroy_timeout, and when a job outlives its exec timeout.",
+        minimum=0,
+    )
+    max_frame_size: Size = setting(
+        64 * 2**20,
+        "The largest frame a worker may send; a worker whose frame header announces more is "
+        "killed and replaced.",
+        minimum=2**10,
+    )
+    max_reply_size: Size = setting(
+        256 * 2**20,
+        "The largest whole reply (a streamed reply's frames joined); a worker whose reply "
+        "grows past it is killed and replaced. At least max_frame_size.",
+        minimum=2**10,
     )
     command: tuple[str, ...] = setting(
         (),
@@ -335,13 +369,24 @@ class PoolConfig:
         "Environment added for this pool's workers, after server.env.",
     )
     debug: bool = setting(False, "Start a fresh worker for every job (slow; for development).")
-    supervisor: SupervisorConfig = setting(SupervisorConfig(), "Worker retirement limits.")
+    supervisor: LimitsConfig = setting(LimitsConfig(), "Worker retirement limits.")
     stream_timeout: Duration = setting(
         60.0,
         "RoadRunner's limit on cancelling a streamed reply.",
         minimum=0,
         ignored="rrd joins a streamed reply and never cancels one",
     )
+
+    def __post_init__(self) -> None:
+        for name in ("allocate_timeout", "destroy_timeout", "reset_timeout"):
+            if getattr(self, name) == 0:  # a frozen dataclass is set this way
+                object.__setattr__(self, name, 60.0)
+        if self.max_reply_size < self.max_frame_size:
+            raise ConfigError(
+                f"must be at least max_frame_size ({format_size(self.max_frame_size)}), "
+                f"got {format_size(self.max_reply_size)}",
+                key="max_reply_size",
+            )
 
 
 @dataclass(frozen=True)
@@ -442,7 +487,11 @@ class LogsConfig:
         "The least severe level written (warn and warning are the same).",
         aliases={"panic": "error"},
     )
-    output: str = setting("stderr", "Where the log goes: stderr, stdout, or a file path.")
+    output: str = setting(
+        "stderr",
+        "Where the log goes: stderr, stdout, or a file path (appended to).",
+        nonempty=True,
+    )
     encoding: Literal["console", "json"] | None = setting(
         None,
         "RoadRunner's log encoding.",
@@ -487,7 +536,12 @@ class RpcConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole config file, read and checked."""
+    """A whole config file, read and checked.
+
+    `lines` maps each dotted key written in the file (`server.command`, `server.env.PATH`,
+    `server.command[1]`) to the line it was written on; `overridden` holds the keys an `-o`
+    set. Both serve `error()`, so that a fault found after loading still names its line.
+    """
 
     version: str
     source: Path
@@ -498,3 +552,28 @@ class Config:
     sections: Mapping[str, Any] = field(default_factory=dict)
     dotenv: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    overridden: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError at `key`: on `-o` if an override set it, else on the key's line, or
+        the nearest written ancestor's (the line of `server:` for an unwritten command)."""
+        if key in self.overridden:
+            return ConfigError(message, path="-o", key=key)
+        for written in _ancestry(key):
+            if written in self.lines:
+                return ConfigError(
+                    message, path=str(self.source), line=self.lines[written], key=key
+                )
+        return ConfigError(message, path=str(self.source), key=key)
+
+
+def _ancestry(key: str) -> list[str]:
+    """`a.b[1].c`, `a.b[1]`, `a.b`, `a`: the key and its ancestors, nearest first."""
+    keys = [key]
+    while True:
+        cut = max(key.rfind("."), key.rfind("["))
+        if cut <= 0:
+            return keys
+        key = key[:cut]
+        keys.append(key)

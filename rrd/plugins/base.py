@@ -1,18 +1,29 @@
 """The plugin contract, RoadRunner's in Python: name, weight, config class, init, serve, stop.
 
-Room: plugins. Imports server, pool, worker, clock, config and errors; never the supervisor.
+Room: plugins. Imports server, pool, worker, clock, config and errors; never the daemon core.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from rrd.clock import Clock, SystemClock
 from rrd.config import Config
+from rrd.pool import CrashHandler
 from rrd.server import Server
 from rrd.worker import WorkerInfo
+
+log = logging.getLogger("rrd.plugins")
+
+
+def log_crash(where: str, error: BaseException) -> None:
+    """What a crash report does when no daemon listens (tests, tools): log it."""
+    log.critical(
+        f"{where} failed on a bug in rrd", exc_info=error, extra={"event": "plugin.crashed"}
+    )
 
 
 class Disabled(Exception):
@@ -21,11 +32,14 @@ class Disabled(Exception):
 
 @dataclass(frozen=True)
 class PluginContext:
-    """What a plugin is given at init: the config, the server to ask for pools, and the clock."""
+    """What a plugin is given at init: the config, the server to ask for pools, the clock, and
+    `crashed(where, error)`, to call when a task of the plugin dies of a bug: the daemon then
+    stops everything gracefully and exits 70, so that systemd restarts it."""
 
     config: Config
     server: Server
     clock: Clock = field(default_factory=SystemClock)
+    crashed: CrashHandler = log_crash
 
     def section(self, name: str) -> Any:
         """The plugin's parsed config section, or None when the file has none."""
@@ -49,7 +63,9 @@ class Plugin(ABC):
 
     @abstractmethod
     async def stop(self) -> None:
-        """Stop serving and release every worker; return when they are gone."""
+        """Stop serving and release every worker; return when they are gone.
+
+        Called even when `serve` failed or was cancelled half way: stop what did start."""
 
 
 @runtime_checkable

@@ -7,8 +7,10 @@ under the `rrd.plugins` entry-point group: rrd's answer to rebuilding RoadRunner
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from importlib.metadata import entry_points
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from rrd.plugins.base import Plugin
 from rrd.plugins.ticker import TickerPlugin
@@ -19,10 +21,42 @@ ENTRY_POINT_GROUP = "rrd.plugins"
 BUILTINS: tuple[type[Plugin], ...] = (TickerPlugin,)
 
 
+def declared_anywhere(paths: Iterable[str] | None = None) -> bool:
+    """Whether any installed distribution on `paths` (sys.path) declares an rrd.plugins entry
+    point: a look at their entry_points.txt files, without importing importlib.metadata."""
+    section = f"[{ENTRY_POINT_GROUP}]"
+    for folder in sys.path if paths is None else paths:
+        try:
+            entries = os.scandir(folder or ".")
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                if not entry.name.endswith((".dist-info", ".egg-info")):
+                    continue
+                try:
+                    with open(os.path.join(entry.path, "entry_points.txt"), encoding="utf-8") as f:
+                        if section in f.read():
+                            return True
+                except (OSError, UnicodeDecodeError):
+                    continue
+    return False
+
+
+def _entry_points() -> Iterable[Any]:
+    # importlib.metadata imports email, zipfile and csv: 2 MiB of a daemon that must stay
+    # light. It is loaded only when some distribution does declare an rrd plugin.
+    if not declared_anywhere():
+        return ()
+    from importlib.metadata import entry_points
+
+    return entry_points(group=ENTRY_POINT_GROUP)
+
+
 def installed() -> dict[str, type[Plugin]]:
     """Every plugin rrd can run, by name; a third-party plugin that fails to load is skipped."""
     plugins: dict[str, type[Plugin]] = {cls.name: cls for cls in BUILTINS}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+    for entry in _entry_points():
         try:
             candidate = entry.load()
         except Exception as exc:  # a broken third-party package must not stop rrd

@@ -34,6 +34,15 @@ from rrd.worker import WorkerInfo
 log = logging.getLogger("rrd.ticker")
 
 DEFAULT_INTERVAL = 1.0
+MIN_INTERVAL = 0.001
+"""The shortest interval: below it a tick would fall due before the last was sent."""
+
+
+def _tick_interval(seconds: float) -> None:
+    if 0 < seconds < MIN_INTERVAL:
+        raise ValueError(
+            "must be at least 1ms (or 0, which means 1s): shorter ticks could only be skipped"
+        )
 
 
 def _positive(seconds: float) -> None:
@@ -46,7 +55,10 @@ class TickerConfig:
     """The `ticker` section."""
 
     interval: Duration = setting(
-        DEFAULT_INTERVAL, "Time between two ticks, as a Go duration; 0 means 1s.", minimum=0
+        DEFAULT_INTERVAL,
+        "Time between two ticks, as a Go duration; at least 1ms, and 0 means 1s.",
+        minimum=0,
+        check=_tick_interval,
     )
     exec_timeout: Duration = setting(
         60.0,
@@ -215,9 +227,10 @@ class TickerPlugin(Plugin):
         self._task: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
-        self.pool = pool = await self.ctx.server.new_pool(
-            self.name, self.config.pool, {"RR_MODE": "ticker"}
+        self.pool = pool = self.ctx.server.new_pool(
+            self.name, self.config.pool, {"RR_MODE": "ticker"}, on_crash=self.ctx.crashed
         )
+        await pool.start()
         timeout = self.config.exec_timeout
         self.ticker = Ticker(
             lambda payload: pool.exec(payload, timeout=timeout),
@@ -263,11 +276,7 @@ class TickerPlugin(Plugin):
 
     def _schedule_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (error := task.exception()) is not None:
-            log.critical(
-                "the ticker's clock stopped on a bug in rrd; no more ticks will be sent",
-                exc_info=error,
-                extra={"event": "ticker.crashed", "plugin": self.name},
-            )
+            self.ctx.crashed("the ticker's schedule", error)
 
     async def reset(self) -> None:
         if self.pool is not None:

@@ -14,7 +14,7 @@ import zlib
 from enum import IntFlag
 from typing import NamedTuple
 
-from rrd.errors import FrameError, ScriptOpenError
+from rrd.errors import FrameError, FrameTooLarge, ScriptOpenError
 
 VERSION = 1
 HEADER_SIZE = 12
@@ -135,7 +135,7 @@ def parse_header(
         raw = bytes(data[offset : offset + HEADER_SIZE])
         raise FrameError(f"bad frame header length {words} words: {preview(raw)}")
     if length > max_payload:
-        raise FrameError(f"frame payload of {length} bytes exceeds the limit of {max_payload}")
+        raise FrameTooLarge(f"frame payload of {length} bytes exceeds the limit of {max_payload}")
     return Header(VERSION, words, _FLAGS[flags], length, _STREAMS[stream])
 
 
@@ -204,6 +204,7 @@ class Decoder:
                 position = end
         except FrameError as exc:
             exc.frames = list(frames)
+            exc.rest = bytes(data[position:])
             self._error = exc
             raise
         finally:

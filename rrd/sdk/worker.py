@@ -93,8 +93,10 @@ class Worker:
         """Fail the current payload softly: the caller gets `message`, this worker is reused."""
         self.relay.write_frame(Frame(message.encode("utf-8", "replace"), Flag.ERROR))
 
-    def stop(self) -> None:
-        """Answer the current payload by asking to be retired; the server reruns it elsewhere."""
+    def retire(self) -> None:
+        """Answer the current payload by asking to be retired; the server reruns it elsewhere.
+
+        (PHP's library calls this `stop()`; here "stop" is only what the server does.)"""
         self.relay.write_frame(retire_reply())
 
     def close(self) -> None:

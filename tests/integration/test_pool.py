@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,14 +25,17 @@ from rrd.errors import (
     WorkerCrashed,
     WorkerError,
 )
-from rrd.fsm import RetireReason, WorkerState
+from rrd.fsm import ExitReason, WorkerState
 from rrd.pool import Pool
+from rrd.proc import ProcessRegistry
 from rrd.protocol.control import Payload
 from rrd.worker import WorkerSpec
 from tests.helpers import eventually, pid_alive, worker_argv
 
 
-def pool_of(name: str = "echo", *args: str, **settings: Any) -> Pool:
+def pool_of(
+    name: str = "echo", *args: str, env: dict[str, str] | None = None, **settings: Any
+) -> Pool:
     config = replace(
         PoolConfig(),
         num_workers=2,
@@ -41,11 +46,12 @@ def pool_of(name: str = "echo", *args: str, **settings: Any) -> Pool:
     config = replace(config, **settings)
     spec = WorkerSpec(
         worker_argv(name, *args),
-        env=dict(os.environ),
+        env={**os.environ, **(env or {})},
         plugin="test",
         allocate_timeout=config.allocate_timeout,
+        kill_timeout=config.kill_timeout,
     )
-    return Pool("test", spec, config)
+    return Pool("test", spec, config, registry=ProcessRegistry())
 
 
 @asynccontextmanager
@@ -56,11 +62,11 @@ async def running(name: str = "echo", **settings: Any) -> AsyncIterator[Pool]:
         yield pool
     finally:
         await pool.destroy()
-        assert not any(pid_alive(w.pid) for w in pool.workers())
+        assert not pool.workers()
 
 
 def pids(pool: Pool) -> set[int]:
-    return {w.pid for w in pool.workers() if w.state.live}
+    return {w.pid for w in pool.workers() if w.state.in_service}
 
 
 def ready_count(pool: Pool) -> int:
@@ -75,8 +81,8 @@ async def test_exec_round_trip_and_both_workers_serve() -> None:
         assert all(r.worker_pid == int(r.payload.body) for r in replies)
 
 
-async def test_num_workers_zero_means_one_per_cpu() -> None:
-    assert pool_of(num_workers=0).size == (os.cpu_count() or 1)
+async def test_num_workers_zero_means_one_per_usable_cpu() -> None:
+    assert pool_of(num_workers=0).size == len(os.sched_getaffinity(0))
 
 
 async def test_soft_error_reaches_the_caller_and_the_worker_is_reused() -> None:
@@ -117,7 +123,7 @@ async def test_a_crash_mid_exec_fails_the_payload_and_the_worker_is_replaced() -
 async def test_garbage_on_stdout_kills_and_replaces() -> None:
     async with running("exec_garbage", num_workers=1, destroy_timeout=0.5) as pool:
         (old,) = pids(pool)
-        with pytest.raises(WorkerCrashed, match="bad frame header CRC"):
+        with pytest.raises(WorkerCrashed, match="wrote garbage to stdout: Fatal error"):
             await pool.exec(Payload(b"z"))
         await eventually(lambda: ready_count(pool) == 1 and old not in pids(pool))
 
@@ -149,7 +155,7 @@ async def test_queue_full_fails_at_once() -> None:
         busy = asyncio.create_task(pool.exec(Payload(b"SLEEP:1")))
         await eventually(lambda: ready_count(pool) == 0)
         queued = asyncio.create_task(pool.exec(Payload(b"queued")))
-        await eventually(lambda: len(pool._waiters) == 1)
+        await eventually(lambda: pool.free.waiting == 1)
         with pytest.raises(QueueFull, match="1 payloads already wait"):
             await pool.exec(Payload(b"refused"))
         assert (await busy).payload.body == b"slept"
@@ -211,11 +217,11 @@ async def test_start_fails_with_the_boot_error_and_leaves_nothing() -> None:
 
 async def test_retired_workers_exit_with_the_reason() -> None:
     async with running(num_workers=1, max_jobs=1) as pool:
-        first = pool._slots[0].worker
-        assert first is not None
+        (first,) = pool.keeper.serving
         await pool.exec(Payload(b"x"))
         await first.wait_exited()
-        assert first.reason is RetireReason.MAX_JOBS and first.state is WorkerState.STOPPED
+        assert first.reason is ExitReason.MAX_JOBS and first.state is WorkerState.STOPPED
+        assert pool.keeper.departures[ExitReason.MAX_JOBS] == 1
 
 
 async def test_failed_starts_back_off_and_destroy_does_not_wait_for_the_backoff(
@@ -227,10 +233,122 @@ async def test_failed_starts_back_off_and_destroy_does_not_wait_for_the_backoff(
         await pool.exec(Payload(b"CRASH"))
 
     def backoffs() -> list[float]:
-        return [r.delay_s for r in caplog.records if getattr(r, "event", "") == "pool.backoff"]
+        return [r.delay_ms for r in caplog.records if getattr(r, "event", "") == "pool.backoff"]
 
-    await eventually(lambda: backoffs() and backoffs()[-1] >= 0.3, timeout=20)
+    await eventually(lambda: backoffs() and backoffs()[-1] >= 300, timeout=20)
     assert backoffs() == sorted(backoffs())  # exponential: each wait longer than the last
     began = time.monotonic()
     await pool.destroy()
     assert time.monotonic() - began < 0.5
+
+
+async def test_a_worker_handed_to_a_waiting_caller_is_reserved_and_a_reset_cannot_kill_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reset that reaches a worker between its hand-over and its job drains it instead."""
+    async with running(num_workers=1) as pool:
+        busy = asyncio.create_task(pool.exec(Payload(b"SLEEP:0.2")))
+        await eventually(lambda: ready_count(pool) == 0)
+        waiting = asyncio.create_task(pool.exec(Payload(b"SLEEP:0.3")))
+        await eventually(lambda: pool.free.waiting == 1)
+        handed: list[Any] = []
+        put = pool.free.put
+
+        def put_then_retire(worker: Any) -> None:
+            put(worker)
+            if worker.state is WorkerState.WORKING and not handed:  # given to `waiting`
+                handed.append(worker)
+                pool.keeper.retire(worker, ExitReason.RESET)  # before its caller resumes
+
+        pool.free.put = put_then_retire  # type: ignore[method-assign]
+        assert (await busy).payload.body == b"slept"
+        assert (await waiting).payload.body == b"slept"
+        (worker,) = handed
+        assert await worker.wait_exited() == 0
+        assert worker.reason is ExitReason.RESET
+        assert not [r for r in caplog.records if getattr(r, "event", "") == "worker.killed"]
+
+
+async def test_the_replacement_starts_as_soon_as_the_old_worker_leaves_service() -> None:
+    """max_jobs: 1 with a worker that needs 1.5 s to clean up: the next job does not wait."""
+    async with running("slow_exit", num_workers=1, max_jobs=1, env={"CLEANUP": "1.5"}) as pool:
+        first = await pool.exec(Payload(b"a"))
+        began = time.monotonic()
+        second = await pool.exec(Payload(b"b"))
+        assert time.monotonic() - began < 1.2
+        assert second.worker_pid != first.worker_pid
+        assert pid_alive(first.worker_pid)  # still cleaning up, out of service
+        assert len(pool.keeper.serving) <= 1
+
+
+async def test_a_reset_never_leaves_the_pool_short_nor_over_its_size() -> None:
+    async with running(num_workers=2) as pool:
+        before = pids(pool)
+        in_service: list[int] = []
+        reset = asyncio.create_task(pool.reset())
+        while not reset.done():
+            in_service.append(sum(w.state.in_service for w in pool.keeper.serving))
+            in_service.append(len(pool.keeper.serving))
+            await asyncio.sleep(0)
+        await reset
+        assert set(in_service) == {2}
+        assert not pids(pool) & before and len(pids(pool)) == 2
+
+
+async def test_no_caller_ever_gets_a_reply_that_was_not_for_its_payload() -> None:
+    for delay in ("0", "0.05"):
+        async with running("double_reply", num_workers=1, env={"DOUBLE_DELAY": delay}) as pool:
+            for n in range(6):
+                body = f"job-{n}".encode()
+                try:
+                    reply = await pool.exec(Payload(body))
+                except WorkerError:
+                    continue  # the double replier was caught mid-job: a failure, not a lie
+                assert reply.payload.body == b"OK:" + body
+            assert pool.keeper.departures[ExitReason.GARBAGE] >= 1
+
+
+def test_num_workers_zero_counts_only_the_cpus_rrd_may_run_on() -> None:
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from rrd.proc import available_cpus; print(available_cpus(), os.cpu_count())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    usable, machine = map(int, out.stdout.split())
+    assert usable == 1 and machine >= 1
+
+
+async def test_the_stop_grace_is_destroy_timeout_even_past_five_seconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker that needs 5.5 s to clean up, with destroy_timeout 8s, is not terminated."""
+    pool = pool_of("slow_exit", num_workers=1, destroy_timeout=8.0, env={"CLEANUP": "5.5"})
+    await pool.start()
+    (worker,) = pool.keeper.serving
+    await pool.destroy()
+    assert worker.returncode == 0 and worker.state is WorkerState.STOPPED
+    assert not [r for r in caplog.records if getattr(r, "event", "") == "worker.terminate"]
+
+
+async def test_a_bug_in_a_task_of_the_pool_reaches_its_crash_handler() -> None:
+    crashes: list[tuple[str, BaseException]] = []
+    spec = pool_of().spec
+    pool = Pool(
+        "test",
+        spec,
+        replace(PoolConfig(), num_workers=1, destroy_timeout=5.0),
+        registry=ProcessRegistry(),
+        on_crash=lambda where, error: crashes.append((where, error)),
+    )
+    await pool.start()
+
+    async def broken_refill() -> None:
+        raise RuntimeError("a bug in the keeper")
+
+    pool.keeper._refill = broken_refill  # type: ignore[method-assign]
+    (worker,) = pool.keeper.serving
+    os.kill(worker.pid, 9)
+    await eventually(lambda: crashes)
+    await pool.destroy()
+    ((where, error),) = crashes
+    assert "pool 'test'" in where and str(error) == "a bug in the keeper"

@@ -158,10 +158,12 @@ def test_could_not_open_arriving_in_pieces() -> None:
         async with relay() as (reader, writer):
             await send(writer, text[:20].encode(), close=False)
             reading = asyncio.ensure_future(read_frame(reader))
-            # Let the reader take the first piece and wait for more before the rest arrives.
+            # The reader takes each piece and waits for more before the next one is sent.
             await settle()
+            assert not reading.done() and not reader._buffer  # type: ignore[attr-defined]
             await send(writer, text[20:40].encode(), close=False)
             await settle()
+            assert not reading.done() and not reader._buffer  # type: ignore[attr-defined]
             await send(writer, text[40:].encode())
             with pytest.raises(ScriptOpenError) as caught:
                 await reading

@@ -36,8 +36,14 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize("path", ["etc/rrd/rr.yaml", "examples/php/rr.yaml"])
-def test_example_configs_are_valid(path: str) -> None:
-    result = rrd_cli("config", "check", "-c", path)
+def test_example_configs_are_valid(path: str, tmp_path: Path) -> None:
+    # `config check` looks the command's program up on PATH: this machine may have no PHP.
+    php = tmp_path / "php"
+    php.write_text("#!/bin/sh\nexit 0\n")
+    php.chmod(0o755)
+    result = rrd_cli(
+        "config", "check", "-c", path, env={"PATH": f"{os.environ['PATH']}:{tmp_path}"}
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("rr.yaml: ok")
 
@@ -86,7 +92,11 @@ def test_serve_with_a_bad_config_exits_78_before_starting_anything(tmp_path: Pat
 
 
 def test_override_and_workdir(tmp_path: Path) -> None:
-    (tmp_path / ".rr.yaml").write_text('version: "3"\nticker:\n  interval: 1s\n')
+    (tmp_path / ".rr.yaml").write_text(
+        'version: "3"\nserver:\n  command: ./worker\nticker:\n  interval: 1s\n'
+    )
+    (tmp_path / "worker").write_text("#!/bin/sh\n")
+    (tmp_path / "worker").chmod(0o755)  # found relative to the workdir, not to the cwd
     ok = rrd_cli("config", "check", "-w", str(tmp_path), "-o", "ticker.interval=250ms")
     assert ok.returncode == 0, ok.stderr
     bad = rrd_cli("config", "check", "-w", str(tmp_path), "-o", "ticker.interval=soon")
@@ -182,4 +192,4 @@ def test_a_third_party_plugin_is_served_and_stopped_in_weight_order(
     assert daemon.events("demo.served")[0]["msg"] == "hello from demo"
     assert events.index("demo.served") < events.index("ticker.started")
     assert events.index("ticker.stopped") < events.index("demo.stopped")
-    assert daemon.events("supervisor.ready")[0]["plugins"] == ["demo", "ticker"]
+    assert daemon.events("daemon.ready")[0]["plugins"] == ["demo", "ticker"]

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ def test_on_init_failure_stops_rrd_only_with_exit_on_error(rrd: Any, tmp_path: P
     failing = with_server_extra(config(), on_init("import sys; sys.exit(2)", exit_on_error=True))
     daemon = rrd(failing)
     assert daemon.wait(timeout=30) == 69
-    (failed,) = daemon.events("supervisor.failed")
+    (failed,) = daemon.events("daemon.failed")
     assert "server.on_init" in failed["msg"] and "exit code 2" in failed["msg"]
     assert not daemon.events("worker.started")
 
@@ -59,7 +58,7 @@ def test_pidfile_lives_as_long_as_rrd(rrd: Any, tmp_path: Path) -> None:
     pidfile = tmp_path / "run" / "rrd.pid"
     pidfile.parent.mkdir()
     daemon = rrd(config(), "--pidfile", str(pidfile), env={"TICK_LOG": str(tmp_path / "t")})
-    daemon.wait_event("supervisor.ready")
+    daemon.wait_event("daemon.ready")
     assert pidfile.read_text() == f"{daemon.process.pid}\n"
     assert daemon.stop() == 0
     assert not pidfile.exists()
@@ -108,22 +107,36 @@ def test_a_hung_worker_is_killed_at_exec_timeout_and_the_clock_goes_on(
 def test_workers_die_with_rrd_even_when_rrd_is_killed(rrd: Any, tmp_path: Path) -> None:
     daemon = rrd(config(workers=3), env={"TICK_LOG": str(tmp_path / "t")})
     workers = [e["worker_pid"] for e in daemon.wait_event("worker.started", count=3)]
-    daemon.wait_event("supervisor.ready")
+    daemon.wait_event("daemon.ready")
     os.kill(daemon.process.pid, signal.SIGKILL)
     daemon.wait()
     wait_until(lambda: not any(pid_alive(pid) for pid in workers), timeout=10)
 
 
-def test_a_second_sigterm_stops_now(rrd: Any, tmp_path: Path) -> None:
-    daemon = rrd(
-        config("stubborn", interval="1h").replace("destroy_timeout: 5s", "destroy_timeout: 30s")
-    )
-    daemon.wait_event("supervisor.ready")
-    daemon.signal(signal.SIGTERM)
-    daemon.wait_event("worker.terminate")  # the stop frame was ignored; now it ignores SIGTERM
-    began = time.monotonic()
-    daemon.signal(signal.SIGTERM)
-    assert daemon.wait(timeout=10) == 0
-    assert time.monotonic() - began < 3
-    (stop_now,) = daemon.events("supervisor.stop_now")
-    assert stop_now["workers"] == 1
+def test_sigusr1_reopens_a_log_file_that_logrotate_moved(rrd: Any, tmp_path: Path) -> None:
+    logfile = tmp_path / "rrd.log"
+    logs = f"  level: debug\n  output: {logfile}"
+    text = config(interval="100ms").replace("  level: debug", logs)
+    daemon = rrd(text, env={"TICK_LOG": str(tmp_path / "t")})
+    wait_until(lambda: logfile.exists() and '"ticker.tick"' in logfile.read_text())
+    logfile.rename(tmp_path / "rrd.log.1")
+    daemon.signal(signal.SIGUSR1)
+    wait_until(lambda: logfile.exists() and '"ticker.tick"' in logfile.read_text())
+    assert daemon.stop() == 0
+    rotated = [json.loads(line) for line in (tmp_path / "rrd.log.1").read_text().splitlines()]
+    fresh = [json.loads(line) for line in logfile.read_text().splitlines()]
+    assert rotated[0]["event"] == "config.warning" or rotated[0]["ts"] <= fresh[0]["ts"]
+    assert fresh[-1]["event"] == "daemon.stopped"
+    assert any(r["event"] == "daemon.signal" and r["signal"] == "SIGUSR1" for r in rotated + fresh)
+
+
+def test_rrd_exits_without_a_word_outside_its_json_lines(rrd: Any, tmp_path: Path) -> None:
+    """Every transport is closed when its process is reaped: no `Exception ignored in
+    BaseSubprocessTransport.__del__` at exit, from workers or from on_init."""
+    text = with_server_extra(config(workers=2), on_init("print('ready')", exit_on_error=True))
+    daemon = rrd(text, env={"TICK_LOG": str(tmp_path / "t")})
+    daemon.wait_event("ticker.tick")
+    assert daemon.stop() == 0
+    for line in daemon.lines:
+        assert json.loads(line)["event"], line
+    assert not [line for line in daemon.lines if "Exception ignored" in line]

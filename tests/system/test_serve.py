@@ -23,7 +23,7 @@ def read_ticks(path: Path) -> list[dict[str, Any]]:
 def test_ticks_arrive_in_order_with_the_ticker_payload(rrd: Any, tmp_path: Path) -> None:
     log = tmp_path / "ticks.jsonl"
     daemon = rrd(config(interval="100ms"), env={"TICK_LOG": str(log)})
-    daemon.wait_event("supervisor.ready")
+    daemon.wait_event("daemon.ready")
     wait_until(lambda: len(read_ticks(log)) >= 20, timeout=15)
     assert daemon.stop() == 0
     ticks = read_ticks(log)
@@ -84,7 +84,7 @@ def test_a_worker_killed_with_sigkill_costs_at_most_the_ticks_due_while_replaced
 def test_sighup_replaces_every_worker(rrd: Any, tmp_path: Path) -> None:
     daemon = rrd(config(interval="100ms", workers=2), env={"TICK_LOG": str(tmp_path / "t")})
     first = {e["worker_pid"] for e in daemon.wait_event("worker.started", count=2)}
-    daemon.wait_event("supervisor.ready")
+    daemon.wait_event("daemon.ready")
     daemon.signal(signal.SIGHUP)
     later = daemon.wait_event("worker.started", count=4)
     assert {e["worker_pid"] for e in later[2:]}.isdisjoint(first)
@@ -104,12 +104,12 @@ def test_every_log_line_is_one_json_object_with_the_standard_fields(
         assert record["ts"].endswith("Z") and len(record["ts"]) == 24
     tick = daemon.events("ticker.tick")[0]
     assert {"tick", "worker_pid", "duration_ms", "plugin"} <= tick.keys()
-    assert [r["event"] for r in records][-1] == "supervisor.stopped"
+    assert [r["event"] for r in records][-1] == "daemon.stopped"
 
 
 def test_a_worker_that_cannot_boot_exits_69_with_one_log_line(rrd: Any) -> None:
     daemon = rrd(config("boot_crash"))
     assert daemon.wait(timeout=30) == 69
-    failed = daemon.events("supervisor.failed")
+    failed = daemon.events("daemon.failed")
     assert len(failed) == 1 and "exit code 3" in failed[0]["msg"]
     assert not any("Traceback" in line for line in daemon.lines)

@@ -104,6 +104,9 @@ def test_types_and_defaults() -> None:
     assert rows["zeta.pool.command"] == ("string or list", "[]")
     assert rows["zeta.pool.env"] == ("map of strings", "{}")
     assert rows["zeta.pool.supervisor.watch_tick"] == ("duration", "5s")
+    assert rows["zeta.pool.kill_timeout"] == ("duration", "5s")
+    assert rows["zeta.pool.max_frame_size"] == ("size", "64MiB")
+    assert rows["zeta.pool.max_reply_size"] == ("size", "256MiB")
     assert rows["alpha.name"] == ("string", "required")
     assert rows["server.user"] == ("string", '""')
     assert rows["server.relay"] == ("pipes", "pipes")
@@ -213,3 +216,17 @@ def test_setting_copies_mutable_defaults() -> None:
     assert one.labels == two.labels and one.labels is not two.labels
     metadata = dataclasses.fields(DemoConfig)[0].metadata
     assert metadata["help"] == "Time between two runs." and metadata["minimum"] == 0
+
+
+def test_pool_docs_say_what_zero_and_the_limits_mean() -> None:
+    docs = {d.key: d.help for d in iter_settings(SECTIONS)}
+    for key in ("allocate_timeout", "destroy_timeout", "reset_timeout"):
+        assert docs[f"zeta.pool.{key}"].endswith(" 0 means 60s, as in RoadRunner."), key
+    assert docs["zeta.pool.destroy_timeout"].startswith(
+        "Grace period for a worker to exit after its stop frame before it gets SIGTERM; also "
+        "how long a pool's stop waits for jobs in flight."
+    )
+    assert "SIGKILL" in docs["zeta.pool.kill_timeout"]
+    assert "killed and replaced" in docs["zeta.pool.max_frame_size"]
+    assert "max_frame_size" in docs["zeta.pool.max_reply_size"]
+    assert "0 means" not in docs["zeta.pool.kill_timeout"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,13 @@ from hypothesis import strategies as st
 from rrd.config import (
     Config,
     Duration,
+    LimitsConfig,
     LogsConfig,
     OnInitConfig,
     PoolConfig,
     RpcConfig,
     ServerConfig,
     Size,
-    SupervisorConfig,
     load_config,
     setting,
 )
@@ -661,6 +662,70 @@ INVALID: list[tuple[str, str, dict[str, Any], str | None, int | None, str]] = [
         None,
         "missing; this key is required",
     ),
+    (
+        "frame-size-below-minimum",
+        V + "demo:\n  pool:\n    max_frame_size: 512\n",
+        {},
+        "demo.pool.max_frame_size",
+        4,
+        "must be at least 1KiB, got 512",
+    ),
+    (
+        "reply-size-below-frame-size",
+        V + "demo:\n  pool:\n    max_frame_size: 2MiB\n    max_reply_size: 1MiB\n",
+        {},
+        "demo.pool.max_reply_size",
+        5,
+        "must be at least max_frame_size (2MiB), got 1MiB",
+    ),
+    (
+        "reply-size-below-default-frame-size",
+        V + "demo:\n  pool:\n    num_workers: 1\n    max_reply_size: 32MiB\n",
+        {},
+        "demo.pool.max_reply_size",
+        5,
+        "must be at least max_frame_size (64MiB), got 32MiB",
+    ),
+    (
+        "frame-size-above-default-reply-size",
+        V + "demo:\n  pool:\n    max_frame_size: 1GiB\n",
+        {},
+        "demo.pool.max_reply_size",
+        3,  # not written: the line of its section
+        "must be at least max_frame_size (1GiB), got 256MiB",
+    ),
+    (
+        "o-reply-size-below-frame-size",
+        V + "demo:\n  pool:\n    max_frame_size: 2MiB\n",
+        {"overrides": ["demo.pool.max_reply_size=1MiB"]},
+        "demo.pool.max_reply_size",
+        None,
+        "must be at least max_frame_size (2MiB), got 1MiB",
+    ),
+    (
+        "kill-timeout-negative",
+        V + "demo:\n  pool:\n    kill_timeout: -1s\n",
+        {},
+        "demo.pool.kill_timeout",
+        4,
+        "must be at least 0s, got -1s",
+    ),
+    (
+        "command-word-nul",
+        V + 'server:\n  command: [php, "a\\0b"]\n',
+        {},
+        "server.command[1]",
+        3,
+        "a word must not hold NUL",
+    ),
+    (
+        "empty-log-output",
+        V + 'logs:\n  output: ""\n',
+        {},
+        "logs.output",
+        3,
+        'must not be empty, got string ""',
+    ),
 ]
 
 
@@ -780,8 +845,9 @@ def test_defaults_are_roadrunners() -> None:
     pool = PoolConfig()
     assert (pool.num_workers, pool.max_jobs, pool.max_queue_size) == (0, 0, 0)
     assert (pool.allocate_timeout, pool.destroy_timeout, pool.reset_timeout) == (60, 60, 60)
+    assert (pool.kill_timeout, pool.max_frame_size, pool.max_reply_size) == (5, 2**26, 2**28)
     assert pool.command == () and pool.env == {} and pool.debug is False
-    assert pool.supervisor == SupervisorConfig(5.0, 0.0, 0.0, 0.0, 0)
+    assert pool.supervisor == LimitsConfig(5.0, 0.0, 0.0, 0.0, 0)
     assert ServerConfig().relay == "pipes" and ServerConfig().on_init is None
     assert LogsConfig() == LogsConfig("production", "info", "stderr")
     assert RpcConfig().listen == "tcp://127.0.0.1:6001"
@@ -856,7 +922,7 @@ def test_full_file(tmp_path: Path) -> None:
                 allocate_timeout=0.5,
                 command=("php", "other.php"),
                 env={"MODE": "demo"},
-                supervisor=SupervisorConfig(ttl=3600.0, max_worker_memory=128),
+                supervisor=LimitsConfig(ttl=3600.0, max_worker_memory=128),
             ),
         )
     }
@@ -1305,3 +1371,144 @@ def test_mangled_files_raise_only_config_errors(
         load_config(path, sections=SECTIONS, overrides=overrides, environ={})
     except ConfigError as err:
         assert "\n" not in str(err)
+
+
+# RoadRunner's zeros and the pool's limits ------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["allocate_timeout", "destroy_timeout", "reset_timeout"])
+@pytest.mark.parametrize("written", ["0", "0s", "'0ms'"])
+def test_a_zero_pool_timeout_means_roadrunners_60s(tmp_path: Path, key: str, written: str) -> None:
+    config = load(tmp_path, V + f"demo:\n  pool:\n    {key}: {written}\n")
+    assert getattr(config.sections["demo"].pool, key) == 60.0
+    config = load(tmp_path, V, overrides=[f"demo.pool.{key}=0"])
+    assert getattr(config.sections["demo"].pool, key) == 60.0
+    assert getattr(PoolConfig(**{key: 0.0}), key) == 60.0
+
+
+def test_other_zeros_stay_zero(tmp_path: Path) -> None:
+    text = V + "demo:\n  pool:\n    kill_timeout: 0s\n    allocate_timeout: 1ms\n"
+    pool = load(tmp_path, text).sections["demo"].pool
+    assert (pool.kill_timeout, pool.allocate_timeout) == (0.0, 0.001)
+
+
+def test_the_pool_limits(tmp_path: Path) -> None:
+    text = V + "demo:\n  pool:\n    max_frame_size: 1KiB\n    max_reply_size: 1KiB\n"
+    pool = load(tmp_path, text).sections["demo"].pool
+    assert (pool.max_frame_size, pool.max_reply_size, pool.kill_timeout) == (1024, 1024, 5.0)
+    text = V + "demo:\n  pool: {max_frame_size: 8MB, max_reply_size: 1GiB, kill_timeout: 1m}\n"
+    pool = load(tmp_path, text).sections["demo"].pool
+    assert (pool.max_frame_size, pool.max_reply_size, pool.kill_timeout) == (8 * 10**6, 2**30, 60)
+
+
+# Where each key was written: Config.lines and Config.error -------------------------------------
+
+LINES = (
+    V
+    + """\
+server:
+  command: [php, w.php]
+  env:
+    path: /bin
+demo:
+
+  # a comment
+  pool:
+    num_workers: 2
+logs: {level: info}
+"""
+)
+
+
+def test_lines_name_every_key_written(tmp_path: Path) -> None:
+    config = load(tmp_path, LINES)
+    assert config.lines == {
+        "version": 1,
+        "server": 2,
+        "server.command": 3,
+        "server.command[0]": 3,
+        "server.command[1]": 3,
+        "server.env": 4,
+        "server.env.PATH": 5,  # as the loader names it: upper-cased
+        "demo": 6,
+        "demo.pool": 9,
+        "demo.pool.num_workers": 10,
+        "logs": 11,
+        "logs.level": 11,
+    }
+    assert config.overridden == frozenset()
+
+
+def test_lines_leave_out_overrides(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        LINES,
+        overrides=["demo.pool.num_workers=3", "server.env.PATH=/usr/bin", "rpc.listen=unix:///s"],
+    )
+    assert "demo.pool.num_workers" not in config.lines and config.lines["demo.pool"] == 9
+    assert "server.env.PATH" not in config.lines and config.lines["server.env"] == 4
+    assert {"demo.pool.num_workers", "server.env.PATH", "rpc", "rpc.listen"} <= config.overridden
+
+
+def test_config_error_names_the_line_of_the_key_or_its_nearest_written_parent(
+    tmp_path: Path,
+) -> None:
+    config = load(tmp_path, LINES, overrides=["demo.pool.max_jobs=3"])
+    path = tmp_path / ".rr.yaml"
+    assert str(config.error("server.command", "bad")) == f"{path}:3: server.command: bad"
+    assert str(config.error("server.command[1]", "x")) == f"{path}:3: server.command[1]: x"
+    assert str(config.error("server.user", "no")) == f"{path}:2: server.user: no"
+    assert str(config.error("demo.pool.env.A", "no")) == f"{path}:9: demo.pool.env.A: no"
+    assert str(config.error("rpc.listen", "no")) == f"{path}: rpc.listen: no"
+    assert str(config.error("demo.pool.max_jobs", "no")) == "-o: demo.pool.max_jobs: no"
+    err = config.error("server.user", "no")
+    assert (err.path, err.line, err.key, err.message) == (str(path), 2, "server.user", "no")
+    assert err.exit_code == EX_CONFIG
+
+
+POOL_KEYS = ["num_workers", "max_jobs", "allocate_timeout", "command", "env", "supervisor"]
+POOL_VALUES = {
+    "num_workers": "2",
+    "max_jobs": "0",
+    "allocate_timeout": "1s",
+    "command": "php w.php",
+    "env": "{A: b}",
+    "supervisor": "{ttl: 1h}",
+}
+
+
+@given(
+    st.lists(st.sampled_from(["server", "demo", "logs"]), unique=True),
+    st.lists(st.sampled_from(POOL_KEYS), unique=True),
+    st.lists(st.sampled_from(["", "# note", "  # indented note"]), max_size=12),
+    st.data(),
+)
+@settings(deadline=None)
+def test_every_recorded_line_holds_its_key(
+    tmp_path_factory: pytest.TempPathFactory,
+    sections: list[str],
+    pool_keys: list[str],
+    fillers: list[str],
+    data: st.DataObject,
+) -> None:
+    body = {
+        "server": ["server:", "  user: www", "  env:", "    Path: /bin"],
+        "demo": ["demo:", "  pool:", *(f"    {k}: {POOL_VALUES[k]}" for k in pool_keys)],
+        "logs": ["logs:", "  level: info"],
+    }
+    lines = ['version: "3"']
+    for name in sections:
+        lines += body[name]
+    for filler in fillers:  # blank lines and comments anywhere after the first
+        lines.insert(data.draw(st.integers(1, len(lines))), filler)
+    path = tmp_path_factory.mktemp("lines") / ".rr.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = load_config(path, sections=SECTIONS, environ={})
+    written = {"version", *sections}
+    if "demo" in sections:
+        written |= {"demo.pool", *(f"demo.pool.{k}" for k in pool_keys)}
+    assert written <= set(config.lines)
+    for key, line in config.lines.items():
+        last = key.rsplit(".", 1)[-1].split("[")[0]
+        # At the start of its line, or after `{` or `,` in flow style.
+        assert re.search(rf"(?:^|[{{,])\s*{re.escape(last)}:", lines[line - 1], re.I), key

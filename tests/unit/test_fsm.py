@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rrd.backoff import backoff_delay
-from rrd.fsm import TRANSITIONS, IllegalTransition, RetireReason, WorkerFSM, WorkerState
+from rrd.fsm import ExitReason, IllegalTransition, WorkerFSM, WorkerState
 
 S = WorkerState
 
@@ -17,37 +17,57 @@ S = WorkerState
 def test_the_happy_life_of_a_worker() -> None:
     fsm = WorkerFSM()
     for state in (S.READY, S.WORKING, S.READY, S.WORKING, S.DRAINING, S.STOPPING, S.STOPPED):
-        fsm.to(state, RetireReason.RESET if state is S.DRAINING else None)
-    assert fsm.reason is RetireReason.RESET
+        fsm.to(state, ExitReason.RESET if state is S.DRAINING else None)
+    assert fsm.reason is ExitReason.RESET
 
 
-@pytest.mark.parametrize("state", [s for s in S if s.live])
-def test_every_live_state_may_fail(state: WorkerState) -> None:
-    assert S.ERRORED in TRANSITIONS[state]
+FORBIDDEN = [
+    # A busy worker is never stopped: it is marked (DRAINING) and stopped after its job. This
+    # edge let a reset SIGKILL a worker that had just been handed to a caller.
+    (S.WORKING, S.STOPPING),
+    # A worker marked to leave never takes another job.
+    (S.DRAINING, S.READY),
+    (S.DRAINING, S.WORKING),
+    # A worker is handed out only once it is ready, and never twice.
+    (S.SPAWNING, S.WORKING),
+    (S.WORKING, S.WORKING),
+    # Once stopping, it only finishes stopping: a kill then is part of the stop.
+    (S.STOPPING, S.ERRORED),
+    (S.STOPPING, S.READY),
+    # Nothing comes back.
+    *[(S.STOPPED, t) for t in S],
+    *[(S.ERRORED, t) for t in S],
+]
 
 
-@pytest.mark.parametrize(
-    ("source", "target"),
-    [(s, t) for s in S for t in S if t not in TRANSITIONS[s]],
-)
-def test_illegal_transitions_raise(source: WorkerState, target: WorkerState) -> None:
+@pytest.mark.parametrize(("source", "target"), FORBIDDEN)
+def test_edges_that_must_not_exist_raise(source: WorkerState, target: WorkerState) -> None:
     fsm = WorkerFSM()
     fsm.state = source
+    assert not fsm.can(target)
     with pytest.raises(IllegalTransition, match=f"from {source.value} to {target.value}"):
         fsm.to(target)
+    assert fsm.state is source
 
 
-def test_terminal_states_are_final() -> None:
-    assert not TRANSITIONS[S.STOPPED] and not TRANSITIONS[S.ERRORED]
-    assert not S.STOPPED.live and not S.ERRORED.live
+@pytest.mark.parametrize("state", [S.SPAWNING, S.READY, S.WORKING, S.DRAINING])
+def test_a_worker_in_service_or_starting_may_always_be_killed(state: WorkerState) -> None:
+    fsm = WorkerFSM()
+    fsm.state = state
+    fsm.to(S.ERRORED, ExitReason.GARBAGE)
+    assert fsm.reason is ExitReason.GARBAGE
+
+
+def test_in_service_is_ready_working_or_draining() -> None:
+    assert {s for s in S if s.in_service} == {S.READY, S.WORKING, S.DRAINING}
 
 
 def test_the_first_reason_sticks() -> None:
     fsm = WorkerFSM()
     fsm.to(S.READY)
-    fsm.to(S.STOPPING, RetireReason.MAX_JOBS)
-    fsm.to(S.STOPPED, RetireReason.DESTROY)
-    assert fsm.reason is RetireReason.MAX_JOBS
+    fsm.to(S.STOPPING, ExitReason.MAX_JOBS)
+    fsm.to(S.STOPPED, ExitReason.DESTROY)
+    assert fsm.reason is ExitReason.MAX_JOBS
 
 
 def test_backoff_retries_a_single_failure_at_once_then_doubles() -> None:

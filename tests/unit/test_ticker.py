@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from rrd.clock import SystemClock
 from rrd.config import load_config
-from rrd.errors import ExecTimeout, NoWorkers, SoftJobError, WorkerCrashed
+from rrd.errors import ConfigError, ExecTimeout, NoWorkers, SoftJobError, WorkerCrashed
 from rrd.plugins.base import PluginContext
 from rrd.plugins.ticker import (
     Ticker,
@@ -21,6 +22,7 @@ from rrd.plugins.ticker import (
     failure_reason,
 )
 from rrd.pool import Reply
+from rrd.proc import ProcessRegistry
 from rrd.protocol.control import Payload
 from rrd.server import Server
 from tests.fakes import FakeClock, settle
@@ -185,5 +187,28 @@ def test_interval_zero_or_absent_means_one_second(
     path.write_text(f'version: "3"\nserver:\n  command: worker\nticker:\n{line}')
     config = load_config(path, sections={"ticker": TickerConfig})
     plugin = TickerPlugin()
-    plugin.init(PluginContext(config, Server(config), FakeClock()))
+    plugin.init(PluginContext(config, Server(config, ProcessRegistry()), FakeClock()))
     assert plugin.interval == interval
+
+
+@pytest.mark.parametrize("text", ["1us", "999us", "500ns", "0.5ms"])
+def test_an_interval_under_a_millisecond_is_refused_at_its_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "rr.yaml"
+    path.write_text(f'version: "3"\nserver:\n  command: worker\nticker:\n  interval: {text}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, sections={"ticker": TickerConfig})
+    assert str(caught.value).startswith(f"{path}:5: ticker.interval: must be at least 1ms")
+
+
+def test_one_millisecond_is_the_floor_and_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "rr.yaml"
+    path.write_text('version: "3"\nserver:\n  command: worker\nticker:\n  interval: 1ms\n')
+    assert load_config(path, sections={"ticker": TickerConfig}).sections["ticker"].interval == 0.001
+
+
+async def test_sleeping_until_a_deadline_that_has_passed_still_yields_to_the_loop() -> None:
+    clock = SystemClock()
+    other_ran = asyncio.Event()
+    asyncio.get_running_loop().call_soon(other_ran.set)
+    await clock.sleep_until(clock.monotonic() - 10)
+    assert other_ran.is_set()

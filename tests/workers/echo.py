@@ -20,13 +20,13 @@ for payload in worker:
     if command == "ERR":
         worker.error(argument)
     elif command == "STOPME":
-        worker.stop()
+        worker.retire()
     elif command == "STOPONCE":
         if os.path.exists(argument):
             worker.respond(Payload(f"served by {os.getpid()}".encode()))
         else:
             open(argument, "w").close()
-            worker.stop()
+            worker.retire()
     elif command == "SLEEP":
         time.sleep(float(argument))
         worker.respond(Payload(b"slept", payload.context))

@@ -1,7 +1,7 @@
 """The conformance worker, in Python: what the PHP script behind basic/error.*.bin does.
 
 Answers each payload with its own context and `OK:` + body; bodies name actions:
-`ERR:<msg>` -> error(msg), `STOPME` -> stop(), `ECHO` -> a stray print then `echoed`,
+`ERR:<msg>` -> error(msg), `STOPME` -> retire(), `ECHO` -> a stray print then `echoed`,
 `THROW` -> an uncaught exception. `FDECHO` (not in the PHP script) writes to fd 1 directly and
 through a child process that also reads stdin, then answers `fd-echoed`.
 """
@@ -25,7 +25,7 @@ def main() -> None:
         if body.startswith(b"ERR:"):
             worker.error(body[4:].decode())
         elif body == b"STOPME":
-            worker.stop()
+            worker.retire()
         elif body == b"ECHO":
             print("stray print from ECHO")
             sys.stdout.write("stray sys.stdout.write\n")

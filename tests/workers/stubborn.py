@@ -1,4 +1,5 @@
-"""Ignores the stop frame and SIGTERM: only SIGKILL ends it. Also leaves a child behind."""
+"""Ignores the stop frame and SIGTERM: only SIGKILL ends it. Also leaves a child behind.
+A payload `HANG` is never answered."""
 
 import signal
 import subprocess
@@ -16,5 +17,7 @@ while True:
     payload = worker.wait_payload()
     if payload is None:
         signal.pause()  # ignores the stop frame: only SIGKILL ends it
+    elif payload.body == b"HANG":
+        signal.pause()
     else:
         worker.respond(Payload(b"OK:" + payload.body))

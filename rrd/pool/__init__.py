@@ -1,0 +1,140 @@
+"""A pool: N workers behind one `exec(payload)`, as a plugin sees it.
+
+Room: pool. Imports worker, fsm, backoff, proc, config, protocol and errors; never server,
+plugins or anything above. Its two jobs live in two rooms: `free` hands workers out (the idle
+queue, the waiting callers, the atomic reserve) and `keeper` keeps the pool filled (spawn,
+backoff, why each worker left, replacement, retirement).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from rrd.config import PoolConfig
+from rrd.errors import PoolClosed, WorkerError
+from rrd.fsm import ExitReason
+from rrd.pool.free import FreeQueue
+from rrd.pool.keeper import CrashHandler, Keeper
+from rrd.proc import ProcessRegistry, available_cpus
+from rrd.protocol.control import Payload, is_retire_reply
+from rrd.worker import WorkerInfo, WorkerSpec
+
+__all__ = ["CrashHandler", "Pool", "Reply"]
+
+log = logging.getLogger("rrd.pool")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A worker's answer to one payload, and which worker gave it."""
+
+    payload: Payload
+    worker_pid: int
+
+
+class Pool:
+    """`num_workers` workers started from `spec`, serving one payload per worker at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: WorkerSpec,
+        config: PoolConfig,
+        *,
+        registry: ProcessRegistry,
+        on_crash: CrashHandler | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.config = config
+        self.free = FreeQueue(
+            name,
+            allocate_timeout=config.allocate_timeout,
+            max_queue_size=config.max_queue_size,
+        )
+        self.keeper = Keeper(
+            name,
+            spec,
+            config,
+            self.free,
+            target=config.num_workers or available_cpus(),
+            registry=registry,
+            on_crash=on_crash,
+        )
+
+    @property
+    def size(self) -> int:
+        """Workers the pool keeps in service: `num_workers`, or one per usable CPU when 0."""
+        return self.keeper.target
+
+    async def start(self) -> None:
+        """Start every worker; if any fails to boot, stop the rest and raise its BootError."""
+        began = time.monotonic()
+        await self.keeper.start()
+        log.info(
+            f"pool {self.name!r} started with {self.size} workers",
+            extra={
+                "event": "pool.started",
+                "plugin": self.name,
+                "workers": self.size,
+                "duration_ms": round((time.monotonic() - began) * 1000, 1),
+            },
+        )
+
+    async def exec(self, payload: Payload, *, timeout: float | None = None) -> Reply:
+        """Run one payload on a free worker and return its reply.
+
+        Raises SoftJobError (the worker's ERROR reply), NoWorkers (none free within
+        `allocate_timeout`, queue full, pool stopping) or a WorkerError (the worker timed out,
+        crashed or spoke garbage; it is replaced).
+        """
+        if self.keeper.closing:
+            raise PoolClosed(f"pool {self.name!r} is stopping")
+        for _attempt in range(self.size + 1):
+            worker = await self.free.acquire()
+            retire: ExitReason | None = None
+            try:
+                reply = await worker.exec(payload, timeout)
+                if is_retire_reply(reply):
+                    retire = ExitReason.STOP_REQUESTED
+            finally:
+                self.keeper.job_done(worker, retire)
+            if retire is None:
+                return Reply(reply, worker.pid)
+            log.info(
+                f"worker {worker.pid} asked to be retired; running the payload on another",
+                extra={
+                    "event": "pool.retire_requested",
+                    "plugin": self.name,
+                    "worker_pid": worker.pid,
+                },
+            )
+        raise WorkerError(f"every worker of pool {self.name!r} asked to be retired")
+
+    async def reset(self) -> None:
+        """Replace every worker, each successor ready before its predecessor leaves service."""
+        log.info(
+            f"resetting {len(self.keeper.serving)} workers of pool {self.name!r}",
+            extra={"event": "pool.reset", "plugin": self.name, "workers": len(self.keeper.serving)},
+        )
+        await self.keeper.reset()
+
+    async def destroy(self) -> None:
+        """Take no new work, let work in flight finish within `destroy_timeout`, stop every
+        worker; whatever way it ends, no worker of the pool is left running."""
+        first = not self.keeper.closing
+        self.free.close()
+        await self.keeper.stop_all()
+        if not first:
+            return
+        departures = {r.value: n for r, n in sorted(self.keeper.departures.items(), key=str)}
+        log.info(
+            f"pool {self.name!r} stopped",
+            extra={"event": "pool.stopped", "plugin": self.name, "departures": departures},
+        )
+
+    def workers(self) -> list[WorkerInfo]:
+        """A snapshot of every worker in service."""
+        return [worker.info() for worker in self.keeper.serving]

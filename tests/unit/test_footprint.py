@@ -1,0 +1,38 @@
+"""The daemon stays light: it does not import what it does not use (RSS budget: 26 MiB)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from rrd.plugins.registry import declared_anywhere
+from tests.helpers import ROOT
+
+HEAVY = ("email", "zipfile", "csv", "importlib.metadata", "dotenv", "tempfile", "bz2", "psutil")
+
+
+def test_serve_imports_nothing_heavy_it_does_not_use() -> None:
+    code = (
+        "import sys, rrd.cli, rrd.daemon; from rrd.plugins import registry; "
+        "registry.installed(); "
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == ""
+
+
+def test_a_plugin_entry_point_is_seen_without_importlib_metadata(tmp_path: Path) -> None:
+    declared = tmp_path / "site"
+    (declared / "demo-1.0.dist-info").mkdir(parents=True)
+    (declared / "demo-1.0.dist-info" / "entry_points.txt").write_text(
+        "[console_scripts]\ndemo = demo:main\n\n[rrd.plugins]\ndemo = demo:Plugin\n"
+    )
+    other = tmp_path / "other"
+    (other / "tool-2.0.dist-info").mkdir(parents=True)
+    (other / "tool-2.0.dist-info" / "entry_points.txt").write_text("[console_scripts]\nt = t:m\n")
+    (other / "legacy.egg-info").mkdir()
+    assert declared_anywhere([str(other), str(tmp_path / "missing"), str(declared)])
+    assert not declared_anywhere([str(other), str(tmp_path / "missing")])
