@@ -4,11 +4,16 @@ The rest of rrd (click, PyYAML, the config) takes about a tenth of a second to i
 load; a SIGHUP in that time would end the process, so the signals are held from the start.
 """
 
+import sys
+
+from rrd.plugins.entrypoints import skip_openssl
 from rrd.signals import EarlySignals
 
 
 def main() -> None:
     early = EarlySignals.catch()
+    if sys.argv[1:2] == ["serve"]:
+        skip_openssl()
     from rrd.cli import main as cli_main
 
     cli_main(early)

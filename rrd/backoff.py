@@ -9,20 +9,24 @@ import random
 
 
 def backoff_delay(
-    failures: int,
+    attempt: int,
     *,
-    base: float = 0.1,
-    maximum: float = 10.0,
+    initial: float = 0.1,
+    maximum: float = 30.0,
+    multiplier: float = 2.0,
     jitter: float = 0.2,
     rng: random.Random | None = None,
 ) -> float:
-    """Seconds to wait before the next start after `failures` consecutive failed starts.
+    """Seconds to wait before starting again after `attempt` consecutive failed starts.
 
-    The first failure retries at once (a one-off crash costs nothing); then base, 2*base,
-    4*base... up to `maximum`, each spread by +-`jitter` so a fleet does not restart in step.
+    `initial`, then `initial * multiplier`, `initial * multiplier**2`... up to `maximum`, each
+    spread by +-`jitter` (a fraction) so that a fleet does not restart in step; 0 for none yet.
     """
-    if failures <= 1:
+    if attempt < 1 or initial <= 0:
         return 0.0
-    delay = min(maximum, base * 2.0 ** min(failures - 2, 64))  # 2**1024 would overflow
-    spread = (rng or random).uniform(-jitter, jitter)
+    try:
+        delay = min(maximum, initial * multiplier ** (attempt - 1))
+    except OverflowError:  # long past the maximum
+        delay = maximum
+    spread = (rng or random).uniform(-jitter, jitter) if jitter else 0.0
     return max(0.0, min(maximum, delay * (1 + spread)))

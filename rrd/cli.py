@@ -23,6 +23,7 @@ from rrd.config import Config, load_config, render_docs, validate
 from rrd.daemon import Daemon
 from rrd.errors import EX_SOFTWARE, EX_USAGE, RrdError, UsageError
 from rrd.plugins import registry
+from rrd.proc import ProcessRegistry, parent_death_launcher
 from rrd.signals import EarlySignals
 from rrd.worker import install_child_watcher
 
@@ -119,6 +120,7 @@ def serve(
             daemon = Daemon(
                 config,
                 registry.installed(),
+                registry=ProcessRegistry(launcher=parent_death_launcher()),
                 early=early if isinstance(early, EarlySignals) else None,
             )
             code = run(daemon)
@@ -177,7 +179,7 @@ def run(daemon: Daemon) -> int:
     try:
         return asyncio.run(daemon.run())
     finally:
-        if left := daemon.registry.kill_all():
+        if left := daemon.registry.kill_all() + len(daemon.registry.kill_orphans()):
             log.error(
                 f"killed {left} workers still running as rrd exited",
                 extra={"event": "daemon.orphans_killed", "workers": left},

@@ -24,7 +24,7 @@ from rrd.clock import Clock, SystemClock
 from rrd.config import Config
 from rrd.errors import EX_SOFTWARE, RrdError
 from rrd.plugins.base import Disabled, Plugin, PluginContext, Resettable
-from rrd.proc import ProcessRegistry
+from rrd.proc import ProcessRegistry, become_subreaper
 from rrd.server import Server
 from rrd.signals import EarlySignals
 
@@ -35,6 +35,9 @@ EX_STOPPED_NOW = 1
 
 STOP_NOW_GRACE = 1.0
 """After a second stop signal, how long the stop may still take once every worker is killed."""
+
+REAP_DELAY = 0.05
+"""SIGCHLDs come in bursts: adopted orphans are looked for once per this many seconds."""
 
 
 class DaemonState(Enum):
@@ -78,7 +81,7 @@ class Daemon:
         self.config = config
         self.plugin_classes = dict(plugins)
         self.clock = clock or SystemClock()
-        self.registry = registry or ProcessRegistry()
+        self.registry = registry if registry is not None else ProcessRegistry()
         self.early = early
         self.state = DaemonState.STARTING
         self.exit_code = 0
@@ -87,6 +90,7 @@ class Daemon:
         self._queue: asyncio.Queue[Command] = asyncio.Queue()
         self._current: asyncio.Task[None] | None = None
         self._stopped_now = asyncio.Event()
+        self._reaping: asyncio.TimerHandle | None = None
 
     def request(self, command: Command) -> None:
         """Queue a command (from a signal handler or a callback on the loop).
@@ -116,7 +120,8 @@ class Daemon:
 
     async def run(self) -> int:
         """Boot, serve commands until STOP, stop every plugin; return the exit code."""
-        with self._signal_handlers():
+        subreaper = become_subreaper()
+        with self._signal_handlers(subreaper):
             await self._run_task(self._boot(), "boot")
             if self.state is DaemonState.STARTING:
                 self.state = DaemonState.RUNNING
@@ -201,6 +206,7 @@ class Daemon:
             await asyncio.wait({stopping}, timeout=STOP_NOW_GRACE)
             stopping.cancel()
             await asyncio.gather(stopping, return_exceptions=True)
+        await self._end_orphans()
         self.state = DaemonState.STOPPED
         log.info("stopped", extra={"event": "daemon.stopped", "exit_code": self.exit_code})
 
@@ -215,10 +221,42 @@ class Daemon:
                     extra={"event": "plugin.stop_failed", "plugin": plugin.name},
                 )
 
+    async def _end_orphans(self) -> None:
+        """Kill the adopted orphans still alive (a worker's double-forked grandchildren) and
+        reap them, within STOP_NOW_GRACE."""
+        killed = self.registry.kill_orphans()
+        if killed:
+            log.warning(
+                f"killed {len(killed)} processes that workers had left behind",
+                extra={"event": "daemon.orphans_killed", "pids": killed},
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_NOW_GRACE
+        while self.registry.orphans() and loop.time() < deadline:
+            self.registry.reap_orphans()
+            await asyncio.sleep(REAP_DELAY)
+
+    def _on_child_exit(self) -> None:
+        if self._reaping is None:
+            loop = asyncio.get_running_loop()
+            self._reaping = loop.call_later(REAP_DELAY, self._reap_orphans)
+
+    def _reap_orphans(self) -> None:
+        """Reap the adopted orphans that died: a subreaper that does not leaves zombies."""
+        self._reaping = None
+        if self.registry.busy_spawning:
+            self._on_child_exit()  # a spawn's child may not be in the registry yet: later
+            return
+        for pid in self.registry.reap_orphans():
+            log.info(
+                f"reaped process {pid}, an orphan a worker left behind",
+                extra={"event": "daemon.orphan_reaped", "pid": pid},
+            )
+
     def _stop_now(self) -> None:
         if self._stopped_now.is_set():
             return
-        killed = self.registry.kill_all()
+        killed = self.registry.kill_all() + len(self.registry.kill_orphans())
         log.warning(
             f"asked to stop again: stopping now; killed {killed} workers",
             extra={"event": "daemon.stop_now", "workers": killed},
@@ -248,18 +286,23 @@ class Daemon:
             self.request(command)
 
     @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        """The loop's handlers only queue Commands; signals held since start-up go first."""
+    def _signal_handlers(self, subreaper: bool) -> Iterator[None]:
+        """The loop's handlers only queue Commands; signals held since start-up go first.
+        As a subreaper rrd also hears SIGCHLD, to reap the orphans it adopts."""
         loop = asyncio.get_running_loop()
         for signum in SIGNAL_COMMANDS:
             loop.add_signal_handler(signum, self._on_signal, signum)
+        if subreaper:
+            loop.add_signal_handler(signal.SIGCHLD, self._on_child_exit)
         if self.early is not None:
             for signum in self.early.take():
                 self._on_signal(signum)
         try:
             yield
         finally:
-            for signum in SIGNAL_COMMANDS:
+            for signum in (*SIGNAL_COMMANDS, signal.SIGCHLD):
                 loop.remove_signal_handler(signum)
+            if self._reaping is not None:
+                self._reaping.cancel()
             if self.early is not None:
                 self.early.hold()  # until rrd exits, a late signal changes nothing

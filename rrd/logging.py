@@ -34,6 +34,9 @@ DEFAULT_EVENT = "log"
 QUEUE_SIZE = 1024
 QUEUE_BYTES = 1 << 20
 RECORD_OVERHEAD = 512
+RELAYED = ("rrd.worker.stderr", "rrd.server.on_init")
+"""Loggers of output relayed from other programs (a worker's stderr): their records may fill
+only half of the queue, so that a flooding worker never crowds out rrd's own lines."""
 STANDARD_STREAMS = ("stderr", "stdout")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is context.
@@ -145,21 +148,25 @@ class Backlog:
         # re-entrant: a signal handler may log while its thread is inside admit()
         self._lock = threading.RLock()
         self._bytes = 0
+        self._records = 0
         self._dropped = 0
 
-    def admit(self, size: int) -> bool:
-        """Room for `size` more bytes? If not, the record is counted as dropped."""
+    def admit(self, size: int, *, share: float = 1.0) -> bool:
+        """Room for one more record of `size` bytes within `share` of the queue? If not, the
+        record is counted as dropped."""
         with self._lock:
-            if self._bytes + size > QUEUE_BYTES:
+            if self._bytes + size > QUEUE_BYTES * share or self._records + 1 > QUEUE_SIZE * share:
                 self._dropped += 1
                 return False
             self._bytes += size
+            self._records += 1
             return True
 
     def release(self, size: int) -> None:
-        """The writer took `size` bytes off the queue."""
+        """The writer took a record of `size` bytes off the queue."""
         with self._lock:
             self._bytes -= size
+            self._records -= 1
 
     def add(self) -> None:
         """One more record dropped."""
@@ -202,7 +209,8 @@ class QueueingHandler(QueueHandler):
     def enqueue(self, record: logging.LogRecord) -> None:
         """Queue the record, or drop and count it when the writer is that far behind."""
         size = record_size(record)
-        if not self.dropped.admit(size):
+        share = 0.5 if record.name in RELAYED else 1.0
+        if not self.dropped.admit(size, share=share):
             return
         try:
             self.records.put_nowait(record)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 
 from rrd import __version__
+from rrd.clock import Clock
 from rrd.config import Config, PoolConfig
 from rrd.errors import EX_UNAVAILABLE, ConfigError, RrdError
 from rrd.pool import CrashHandler, Pool
@@ -21,6 +22,8 @@ from rrd.proc import ProcessRegistry, describe_exit, kill_group
 from rrd.worker import WorkerSpec
 
 log = logging.getLogger("rrd.server")
+relayed = logging.getLogger("rrd.server.on_init")
+"""The on_init command's output, line by line: relayed, never crowding out rrd's own lines."""
 
 SYSTEMD_PRIVATE_ENV = (
     "NOTIFY_SOCKET",
@@ -105,6 +108,7 @@ class Server:
         plugin_env: Mapping[str, str],
         *,
         on_crash: CrashHandler | None = None,
+        clock: Clock | None = None,
     ) -> Pool:
         """A pool for `plugin`, not started yet (`await pool.start()`)."""
         return Pool(
@@ -113,6 +117,7 @@ class Server:
             pool,
             registry=self.registry,
             on_crash=on_crash,
+            clock=clock,
         )
 
     async def run_on_init(self) -> None:
@@ -201,4 +206,4 @@ class _OnInitOutput(asyncio.SubprocessProtocol):
 
     def _log(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
-        log.info(text, extra={"event": "server.on_init.output", "worker_pid": self._pid})
+        relayed.info(text, extra={"event": "server.on_init.output", "worker_pid": self._pid})

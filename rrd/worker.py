@@ -38,7 +38,7 @@ from rrd.errors import (
     WorkerError,
 )
 from rrd.fsm import ExitReason, IllegalTransition, WorkerFSM, WorkerState
-from rrd.proc import ProcessRegistry, describe_exit, kill_group
+from rrd.proc import ProcessRegistry, describe_exit, find_program, kill_group
 from rrd.protocol.control import (
     Payload,
     parse_pid,
@@ -50,6 +50,8 @@ from rrd.protocol.control import (
 from rrd.protocol.frame import DEFAULT_MAX_PAYLOAD, Decoder, Flag, Frame, Stream, preview
 
 log = logging.getLogger("rrd.worker")
+relayed = logging.getLogger("rrd.worker.stderr")
+"""A worker's stderr, line by line: output relayed, which never crowds out rrd's own lines."""
 
 PONG = Frame(stream=Stream.PONG).encode()
 STOP = stop_request().encode()
@@ -58,8 +60,13 @@ STDERR_LINE_LIMIT = 16 * 1024
 """Longest stderr line relayed as one record; longer ones come in pieces marked `continued`."""
 STDERR_LINES_PER_SECOND = 1000
 STDERR_BURST = 2000
-"""A worker may log this many stderr lines at once and STDERR_LINES_PER_SECOND after that;
-beyond, lines are dropped and counted, so that a flood cannot stall rrd's loop."""
+"""A worker may log this many stderr lines at once and STDERR_LINES_PER_SECOND after that (a
+line costs one, plus one per KiB); beyond, lines are dropped and counted, and reading its
+stderr pauses for STDERR_PAUSE, so that the flooding worker waits on its own writes and rrd
+spends nothing on it."""
+STDERR_PAUSE = 0.1
+STDERR_DROP_REPORT = 1.0
+"""Dropped lines are reported at most once per this many seconds (worker.stderr_dropped)."""
 STDERR_DRAIN_TIMEOUT = 1.0
 """How long after a worker's exit its pipes may stay open (a grandchild that escaped the
 process group holds them) before rrd stops reading them."""
@@ -271,6 +278,12 @@ class WorkerProcess:
         self.ready_at: float | None = None
         self.idle_since = self.started_at
         self.job_started: float | None = None
+        self.checked_at = 0.0
+        """When the worker last answered a health check (monotonic)."""
+        self.max_jobs = 0
+        self.expires_at: float | None = None
+        """The limits its pool drew for it (0 and None: none): retired after that many jobs,
+        or at that moment (monotonic)."""
         self.last_error: str | None = None
         self.last_stderr = ""
         self.returncode: int | None = None
@@ -291,6 +304,9 @@ class WorkerProcess:
         self._stderr_tokens = float(STDERR_BURST)
         self._stderr_refilled = self.started_at
         self._stderr_dropped = 0
+        self._stderr_reported = 0.0
+        self._stderr_paused = False
+        self._drop_report: asyncio.TimerHandle | None = None
         self._extra = {"event": "worker.stderr", "worker_pid": 0, "plugin": spec.plugin}
         self._stopping: asyncio.Future[None] | None = None
         self._finished = False
@@ -358,18 +374,25 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         pipe = asyncio.subprocess.PIPE
         spec = self.spec
-        await loop.subprocess_exec(
-            lambda: _Pipes(self),
-            *spec.argv,
-            stdin=pipe,
-            stdout=pipe,
-            stderr=pipe,
-            env=dict(spec.env),
-            cwd=spec.cwd,
-            start_new_session=True,
-            user=spec.user or None,
-            group=spec.group or None,
-        )
+        try:
+            program = find_program(spec.argv[0], spec.env.get("PATH"), spec.cwd or os.getcwd())
+        except OSError as exc:
+            raise BootError(f"{exc.strerror}: {spec.argv[0]!r}") from None
+        with self._registry.spawning():
+            await loop.subprocess_exec(
+                lambda: _Pipes(self),
+                *self._registry.launcher,
+                program,
+                *spec.argv[1:],
+                stdin=pipe,
+                stdout=pipe,
+                stderr=pipe,
+                env=dict(spec.env),
+                cwd=spec.cwd,
+                start_new_session=True,
+                user=spec.user or None,
+                group=spec.group or None,
+            )
 
     def reserve(self) -> None:
         """READY -> WORKING: the worker is taken for one job or check, in the same step."""
@@ -440,7 +463,11 @@ class WorkerProcess:
             if not exchange.future.cancelled():
                 raise
             why = f"did not answer a health check within {timeout:g}s"
-            self.condemn(ExitReason.UNHEALTHY, why)
+            log.warning(
+                f"worker {self.pid} {why}; killing it",
+                extra=self._event("worker.unhealthy", reason=ExitReason.UNHEALTHY.value),
+            )
+            self.condemn(ExitReason.UNHEALTHY, why, quiet=True)
             raise WorkerError(why, pid=self.pid) from None
 
     def stop(self, reason: ExitReason, *, grace: float) -> asyncio.Future[None]:
@@ -655,41 +682,73 @@ class WorkerProcess:
         tail = lines.pop()
         cut = len(tail) - len(tail) % STDERR_LINE_LIMIT  # whole pieces of an unfinished line
         self._stderr_tail = tail[cut:]
-        allowed = self._stderr_allowance(len(lines) + (cut > 0))
-        for line in lines[:allowed]:
-            self._relay_line(line)
-        if cut and allowed > len(lines):
-            self._relay_line(tail[:cut], ends=False)
+        if cut:
+            lines.append(tail[:cut])
+        kept = self._within_budget(lines)
+        for index in range(kept):
+            self._relay_line(lines[index], ends=not (cut and index == len(lines) - 1))
+        if self._stderr_dropped and self._drop_report is None:
+            due = self._stderr_reported + STDERR_DROP_REPORT - time.monotonic()
+            loop = asyncio.get_running_loop()
+            self._drop_report = loop.call_later(max(0.0, due), self._report_dropped)
 
-    def _stderr_allowance(self, lines: int) -> int:
-        """How many of `lines` may be logged now (a token bucket); the rest are counted."""
+    def _within_budget(self, lines: list[bytes]) -> int:
+        """How many of `lines` may be logged now (a token bucket); the rest are counted as
+        dropped, and reading pauses for a moment."""
         now = time.monotonic()
         tokens = min(
             STDERR_BURST,
             self._stderr_tokens + (now - self._stderr_refilled) * STDERR_LINES_PER_SECOND,
         )
         self._stderr_refilled = now
-        allowed = min(lines, int(tokens))
-        self._stderr_tokens = tokens - allowed
-        self._stderr_dropped += lines - allowed
-        return allowed
+        kept = 0
+        for line in lines:
+            cost = 1 + len(line) // 1024
+            if cost > tokens:
+                break
+            tokens -= cost
+            kept += 1
+        self._stderr_tokens = tokens
+        if kept < len(lines):
+            self._stderr_dropped += len(lines) - kept
+            self._pause_stderr()
+        return kept
+
+    def _pause_stderr(self) -> None:
+        if self._stderr_paused or self._transport is None:
+            return
+        pipe = self._transport.get_pipe_transport(2)
+        if not isinstance(pipe, asyncio.ReadTransport) or pipe.is_closing():
+            return
+        pipe.pause_reading()
+        self._stderr_paused = True
+        asyncio.get_running_loop().call_later(STDERR_PAUSE, self._resume_stderr, pipe)
+
+    def _resume_stderr(self, pipe: asyncio.ReadTransport) -> None:
+        self._stderr_paused = False
+        if not pipe.is_closing():
+            pipe.resume_reading()
 
     def _relay_line(self, line: bytes, *, ends: bool = True) -> None:
         """Log one stderr line, in pieces of STDERR_LINE_LIMIT marked `continued` but the last."""
-        if self._stderr_dropped:
-            self._report_dropped()
         last = len(line) - 1
         for start in range(0, max(len(line), 1), STDERR_LINE_LIMIT):
             text = line[start : start + STDERR_LINE_LIMIT].decode("utf-8", "replace")
             if ends and start + STDERR_LINE_LIMIT > last:
                 text = text.rstrip("\r")
                 self.last_stderr = text[:200]
-                log.info(text, extra=self._extra)
+                relayed.info(text, extra=self._extra)
             else:
-                log.info(text, extra={**self._extra, "continued": True})
+                relayed.info(text, extra={**self._extra, "continued": True})
 
     def _report_dropped(self) -> None:
+        if self._drop_report is not None:
+            self._drop_report.cancel()
+            self._drop_report = None
         dropped, self._stderr_dropped = self._stderr_dropped, 0
+        if not dropped:
+            return
+        self._stderr_reported = time.monotonic()
         log.warning(
             f"worker {self.pid} wrote too many stderr lines; dropped {dropped}",
             extra=self._event("worker.stderr_dropped", count=dropped),
@@ -751,8 +810,7 @@ class WorkerProcess:
         if self._stderr_tail:
             self._relay_line(self._stderr_tail)
             self._stderr_tail = b""
-        if self._stderr_dropped:
-            self._report_dropped()
+        self._report_dropped()
         if self._transport is not None:
             self._transport.close()
         self._exited.set()

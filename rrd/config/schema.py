@@ -50,11 +50,13 @@ __all__ = [
     "Config",
     "FieldSpec",
     "FileLoggerOptions",
+    "HealthConfig",
     "LimitsConfig",
     "LogChannelConfig",
     "LogsConfig",
     "OnInitConfig",
     "PoolConfig",
+    "RestartConfig",
     "RpcConfig",
     "ServerConfig",
     "Shape",
@@ -280,29 +282,93 @@ class LimitsConfig:
 
     watch_tick: Duration = setting(
         5.0,
-        "How often the limits below are checked.",
+        "How often ttl, idle_ttl and max_worker_memory are checked.",
         minimum=0.1,
     )
     ttl: Duration = setting(
         0.0,
-        "Retire a worker this long after it started (after its current job).",
+        "Retire a worker this long after it started, plus 0-15% drawn for each worker so "
+        "that a pool never retires all at once; a busy one after its job, its successor "
+        "ready first.",
         minimum=0,
     )
     idle_ttl: Duration = setting(
         0.0,
-        "Retire a worker that has had no job for this long.",
+        "Retire a worker that has had no job for this long (one that never had a job counts "
+        "from its start).",
         minimum=0,
     )
     exec_ttl: Duration = setting(
         0.0,
-        "Kill a worker whose job runs longer than this.",
+        "Longest one job may run: at that moment the caller gets a timeout and the worker is "
+        "killed, SIGTERM first and SIGKILL after kill_timeout.",
         minimum=0,
     )
     max_worker_memory: int = setting(
         0,
-        "Retire a worker whose resident memory (RSS) exceeds this many MiB.",
+        "Retire a worker whose resident memory (RSS), with that of every process it started, "
+        "exceeds this many MiB; a busy one after its job.",
         minimum=0,
     )
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Health checks through the work channel: a pid request to an idle worker."""
+
+    interval: Duration = setting(
+        10.0,
+        "A worker idle this long is sent a pid request, and again every interval while it "
+        "stays idle; 0 turns health checks off.",
+        minimum=0,
+    )
+    timeout: Duration = setting(
+        2.0,
+        "How long a worker has to answer; silent, it is killed and replaced (worker.unhealthy).",
+        minimum=0.001,
+    )
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    """How a pool restarts workers that fail to start."""
+
+    min_uptime: Duration = setting(
+        1.0,
+        "A worker that exits before it served one payload or lived this long after its start "
+        "failed to start; respawns after failed starts back off.",
+        minimum=0,
+    )
+    initial_delay: Duration = setting(
+        0.1, "The wait before the first respawn after a failed start.", minimum=0
+    )
+    max_delay: Duration = setting(
+        30.0,
+        "The longest wait between respawns; a pool that is fatal retries at this pace.",
+        minimum=0,
+    )
+    multiplier: float = setting(
+        2.0, "Each consecutive failed start multiplies the wait by this.", minimum=1
+    )
+    jitter: float = setting(
+        0.2,
+        "Each wait is spread by up to this fraction either way, so that hosts do not restart "
+        "in step.",
+        minimum=0,
+        maximum=1,
+    )
+    max_retries: int = setting(
+        10,
+        "After this many consecutive failed starts (of any worker of the pool) the pool is "
+        "fatal: at boot rrd exits 69; later it keeps retrying every max_delay and says so.",
+        minimum=1,
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_delay < self.initial_delay:
+            raise ConfigError(
+                f"must be at least initial_delay ({self.initial_delay:g}s)", key="max_delay"
+            )
 
 
 @dataclass(frozen=True)
@@ -370,6 +436,8 @@ class PoolConfig:
     )
     debug: bool = setting(False, "Start a fresh worker for every job (slow; for development).")
     supervisor: LimitsConfig = setting(LimitsConfig(), "Worker retirement limits.")
+    health: HealthConfig = setting(HealthConfig(), "Health checks of idle workers.")
+    restart: RestartConfig = setting(RestartConfig(), "Restarts after failed starts.")
     stream_timeout: Duration = setting(
         60.0,
         "RoadRunner's limit on cancelling a streamed reply.",

@@ -1,7 +1,7 @@
 """What `serve` would refuse at start that the file alone cannot tell, checked before it starts.
 
-Room: config. Imports only `rrd.errors`, the standard library and the rest of `rrd.config`;
-knows no plugin by name: a plugin's pool is any `PoolConfig` found in its section.
+Room: config. Imports only `rrd.errors`, `rrd.proc`, the standard library and the rest of
+`rrd.config`; knows no plugin by name: a plugin's pool is any `PoolConfig` in its section.
 
 `rrd config check` and `rrd serve` both run `validate` after loading, so that check says what
 serve would say, and serve says it before anything starts. The checks, in the order serve
@@ -17,11 +17,11 @@ import dataclasses
 import grp
 import os
 import pwd
-import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from rrd.config.schema import Config, PoolConfig
+from rrd.proc import find_program
 
 __all__ = ["validate"]
 
@@ -78,35 +78,10 @@ def _path(config: Config, environ: Mapping[str, str], own: Mapping[str, str]) ->
 
 def _check_program(config: Config, key: str, command: tuple[str, ...], path: str | None) -> None:
     program = command[0]
-    problem = _find_program(program, path, config.workdir)
-    if problem is not None:
-        raise config.error(key, f"{problem}: {program!r}")
-
-
-def _find_program(program: str, path: str | None, cwd: Path) -> str | None:
-    """None when execvp would run `program` from `cwd`, else why not.
-
-    As execvp: a name with a slash is a path (relative to `cwd`), any other is looked up in
-    each PATH directory (the default path when PATH is unset); a candidate that exists but
-    cannot be executed makes "permission denied" unless a later one can be.
-    """
-    if not program:
-        return "command not found"
-    if "/" in program:
-        candidates = [cwd / program]
-    else:
-        directories = os.get_exec_path({} if path is None else {"PATH": path})
-        candidates = [cwd / directory / program for directory in directories]
-    denied = False
-    for candidate in candidates:
-        try:
-            mode = os.stat(candidate).st_mode
-        except (OSError, ValueError):
-            continue
-        if stat.S_ISREG(mode) and os.access(candidate, os.X_OK):
-            return None
-        denied = True
-    return "permission denied" if denied else "command not found"
+    try:
+        find_program(program, path, config.workdir)
+    except OSError as exc:
+        raise config.error(key, f"{exc.strerror}: {program!r}") from None
 
 
 def _check_identity(config: Config) -> None:

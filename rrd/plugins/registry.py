@@ -7,40 +7,16 @@ under the `rrd.plugins` entry-point group: rrd's answer to rebuilding RoadRunner
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rrd.plugins.base import Plugin
+from rrd.plugins.entrypoints import ENTRY_POINT_GROUP, declared_anywhere
 from rrd.plugins.ticker import TickerPlugin
 
 log = logging.getLogger("rrd.plugins")
 
-ENTRY_POINT_GROUP = "rrd.plugins"
 BUILTINS: tuple[type[Plugin], ...] = (TickerPlugin,)
-
-
-def declared_anywhere(paths: Iterable[str] | None = None) -> bool:
-    """Whether any installed distribution on `paths` (sys.path) declares an rrd.plugins entry
-    point: a look at their entry_points.txt files, without importing importlib.metadata."""
-    section = f"[{ENTRY_POINT_GROUP}]"
-    for folder in sys.path if paths is None else paths:
-        try:
-            entries = os.scandir(folder or ".")
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                if not entry.name.endswith((".dist-info", ".egg-info")):
-                    continue
-                try:
-                    with open(os.path.join(entry.path, "entry_points.txt"), encoding="utf-8") as f:
-                        if section in f.read():
-                            return True
-                except (OSError, UnicodeDecodeError):
-                    continue
-    return False
 
 
 def _entry_points() -> Iterable[Any]:

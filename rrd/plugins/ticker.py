@@ -228,7 +228,11 @@ class TickerPlugin(Plugin):
 
     async def serve(self) -> None:
         self.pool = pool = self.ctx.server.new_pool(
-            self.name, self.config.pool, {"RR_MODE": "ticker"}, on_crash=self.ctx.crashed
+            self.name,
+            self.config.pool,
+            {"RR_MODE": "ticker"},
+            on_crash=self.ctx.crashed,
+            clock=self.ctx.clock,
         )
         await pool.start()
         timeout = self.config.exec_timeout

@@ -12,16 +12,17 @@ import logging
 import time
 from dataclasses import dataclass
 
+from rrd.clock import Clock
 from rrd.config import PoolConfig
 from rrd.errors import PoolClosed, WorkerError
 from rrd.fsm import ExitReason
 from rrd.pool.free import FreeQueue
-from rrd.pool.keeper import CrashHandler, Keeper
+from rrd.pool.keeper import CrashHandler, Keeper, PoolFatal, PoolState, PoolStatus
 from rrd.proc import ProcessRegistry, available_cpus
 from rrd.protocol.control import Payload, is_retire_reply
 from rrd.worker import WorkerInfo, WorkerSpec
 
-__all__ = ["CrashHandler", "Pool", "Reply"]
+__all__ = ["CrashHandler", "Pool", "PoolFatal", "PoolState", "PoolStatus", "Reply"]
 
 log = logging.getLogger("rrd.pool")
 
@@ -45,6 +46,7 @@ class Pool:
         *,
         registry: ProcessRegistry,
         on_crash: CrashHandler | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -62,6 +64,7 @@ class Pool:
             target=config.num_workers or available_cpus(),
             registry=registry,
             on_crash=on_crash,
+            clock=clock,
         )
 
     @property
@@ -69,16 +72,29 @@ class Pool:
         """Workers the pool keeps in service: `num_workers`, or one per usable CPU when 0."""
         return self.keeper.target
 
+    @property
+    def state(self) -> PoolState:
+        return self.keeper.state
+
+    def status(self) -> PoolStatus:
+        """A snapshot: state, size, ready and busy workers, departures by reason, last error."""
+        return self.keeper.status()
+
     async def start(self) -> None:
-        """Start every worker; if any fails to boot, stop the rest and raise its BootError."""
+        """Start every worker. The pool is up (or degraded, with at least one worker, retrying
+        the rest); PoolFatal when none started after `restart.max_retries` tries."""
         began = time.monotonic()
         await self.keeper.start()
-        log.info(
-            f"pool {self.name!r} started with {self.size} workers",
+        status = self.keeper.status()
+        log.log(
+            logging.INFO if status.state is PoolState.UP else logging.WARNING,
+            f"pool {self.name!r} {status.state.value} with {status.ready} of {self.size} workers",
             extra={
                 "event": "pool.started",
                 "plugin": self.name,
-                "workers": self.size,
+                "state": status.state.value,
+                "workers": status.ready,
+                "size": self.size,
                 "duration_ms": round((time.monotonic() - began) * 1000, 1),
             },
         )
@@ -92,6 +108,9 @@ class Pool:
         """
         if self.keeper.closing:
             raise PoolClosed(f"pool {self.name!r} is stopping")
+        exec_ttl = self.config.supervisor.exec_ttl
+        if exec_ttl and (not timeout or exec_ttl < timeout):
+            timeout = exec_ttl
         for _attempt in range(self.size + 1):
             worker = await self.free.acquire()
             retire: ExitReason | None = None
@@ -129,10 +148,15 @@ class Pool:
         await self.keeper.stop_all()
         if not first:
             return
-        departures = {r.value: n for r, n in sorted(self.keeper.departures.items(), key=str)}
+        status = self.keeper.status()
         log.info(
             f"pool {self.name!r} stopped",
-            extra={"event": "pool.stopped", "plugin": self.name, "departures": departures},
+            extra={
+                "event": "pool.stopped",
+                "plugin": self.name,
+                "departures": status.departures,
+                "failures": status.failures,
+            },
         )
 
     def workers(self) -> list[WorkerInfo]:

@@ -1,12 +1,18 @@
 """Keeping the pool filled: start workers, back off after failed starts, learn why each worker
-left service, replace it, retire workers on request.
+left service, replace it, retire workers past their limits, check idle workers' health.
 
-Room: pool. Imports worker, fsm, backoff, proc, config and errors.
+Room: pool. Imports worker, fsm, backoff, clock, proc, config and errors.
 
 A worker that leaves service is replaced at once, without waiting for its process to exit.
-A worker retired while it still serves (reset, reload, a soft limit) is replaced successor
-first: the successor starts, and enters service the moment the old one leaves it, so the pool
-never runs short and never has more than its size in service.
+A worker retired while it still serves (reset, ttl, memory) is replaced successor first: the
+successor starts, and enters service the moment the old one leaves it, so the pool never runs
+short and never has more than its size in service.
+
+A start fails when the worker cannot boot, or when it leaves service before it served one
+payload or lived `restart.min_uptime`. Failed starts are counted per pool, consecutively;
+while they fail, starts go one at a time after a growing delay (`pool.backoff`); a good start
+resets the count. After `restart.max_retries` the pool is fatal: at boot that ends rrd (69),
+later the pool keeps trying every `max_delay`.
 """
 
 from __future__ import annotations
@@ -15,25 +21,61 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from rrd.backoff import backoff_delay
+from rrd.clock import Clock, SystemClock
 from rrd.config import PoolConfig
-from rrd.errors import BootError
+from rrd.errors import EX_UNAVAILABLE, BootError, WorkerError
 from rrd.fsm import ExitReason, WorkerState
 from rrd.pool.free import FreeQueue
-from rrd.proc import ProcessRegistry
+from rrd.proc import ProcessRegistry, describe_exit, tree_memory
 from rrd.worker import WorkerProcess, WorkerSpec
 
 log = logging.getLogger("rrd.pool")
 
-MIN_UPTIME = 1.0
-"""A worker that leaves sooner than this after READY, having served nothing, failed to start."""
+LIMIT_SPREAD = 0.15
+"""ttl and max_jobs are drawn per worker up to this much above the setting: a pool's workers,
+started together, do not all retire together."""
 
 CrashHandler = Callable[[str, BaseException], None]
+Spawn = Callable[[WorkerSpec, ProcessRegistry], Awaitable[WorkerProcess]]
+
+
+class PoolState(Enum):
+    """How a pool is doing, for status and STATUS=."""
+
+    STARTING = "starting"
+    UP = "up"
+    DEGRADED = "degraded"  # fewer workers in service than its size
+    FATAL = "fatal"  # max_retries consecutive failed starts; retrying every max_delay
+    STOPPING = "stopping"
+
+
+class PoolFatal(BootError):
+    """A pool none of whose workers ever started, after max_retries tries: rrd exits 69."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """A snapshot of one pool for `rrd status`, STATUS= and `pool.stopped`."""
+
+    name: str
+    state: PoolState
+    size: int
+    ready: int
+    busy: int
+    failures: int
+    departures: dict[str, int]
+    last_error: str | None
 
 
 class Keeper:
@@ -49,6 +91,9 @@ class Keeper:
         target: int,
         registry: ProcessRegistry,
         on_crash: CrashHandler | None = None,
+        clock: Clock | None = None,
+        spawn: Spawn = WorkerProcess.start,
+        rng: random.Random | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -57,11 +102,20 @@ class Keeper:
         self.target = target
         self.registry = registry
         self.on_crash = on_crash
+        self.clock = clock or SystemClock()
+        self.spawn = spawn
+        self.rng = rng or random.Random()
         self.failures = 0
         """Consecutive failed starts, any worker of the pool; reset by a good start."""
+        self.fatal = False
         self.departures: Counter[ExitReason] = Counter()
         self.last_error: str | None = None
         self.serving: set[WorkerProcess] = set()
+        self._ever_ready = False
+        self._booted = False
+        self._attempts = 0
+        self._last_start_failed = False
+        self._probing = asyncio.Lock()
         self._leaving: set[WorkerProcess] = set()
         self._replacing: set[WorkerProcess] = set()
         self._held: dict[WorkerProcess, WorkerProcess] = {}
@@ -72,48 +126,80 @@ class Keeper:
         self._closing = False
         self._deadline: float | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._watcher: asyncio.Future[None] | None = None
 
     @property
     def closing(self) -> bool:
         return self._closing
 
+    @property
+    def state(self) -> PoolState:
+        if self._closing:
+            return PoolState.STOPPING
+        if self.fatal:
+            return PoolState.FATAL
+        if not self._booted:
+            return PoolState.STARTING
+        in_service = sum(w.state in (WorkerState.READY, WorkerState.WORKING) for w in self.serving)
+        return PoolState.UP if in_service >= self.target else PoolState.DEGRADED
+
+    def status(self) -> PoolStatus:
+        return PoolStatus(
+            name=self.name,
+            state=self.state,
+            size=self.target,
+            ready=sum(w.state is WorkerState.READY for w in self.serving),
+            busy=sum(w.state in (WorkerState.WORKING, WorkerState.DRAINING) for w in self.serving),
+            failures=self.failures,
+            departures={r.value: n for r, n in sorted(self.departures.items(), key=str)},
+            last_error=self.last_error,
+        )
+
     async def start(self) -> None:
-        """Start `target` workers at once; if any fails to boot, stop the rest and raise.
+        """Start `target` workers at once. The pool is up when all are in service, degraded
+        when at least one is and every first try is over (the others keep trying), and fatal
+        when none ever started after `max_retries` tries: then it stops and raises PoolFatal.
 
         Each worker enters service as soon as it is ready, so a start cancelled half way
         (a stop during boot) leaves nothing that `stop_all` does not find."""
-        failures: list[BootError] = []
-
-        async def start_one() -> None:
-            try:
-                worker = await WorkerProcess.start(self.spec, self.registry)
-            except BootError as exc:
-                failures.append(exc)
-                return
-            self._enter(worker)
-
-        await asyncio.gather(*(self._starter(start_one()) for _ in range(self.target)))
-        if failures:
-            await self.stop_all()
-            raise failures[0]
+        for _ in range(self.target):
+            self._starter(self._refill())
+        try:
+            await self._until(
+                lambda: (
+                    len(self.serving) >= self.target
+                    or (bool(self.serving) and self._attempts >= self.target)
+                    or (self.fatal and not self._ever_ready)
+                ),
+                timeout=None,
+            )
+        except asyncio.CancelledError:
+            for starter in list(self._starters):
+                starter.cancel()  # a stop preempted the boot: starts under way end now
+            raise
+        self._booted = True
+        if self.serving:
+            self._watcher = asyncio.ensure_future(self._watch_limits_and_health())
+            self._watch(self._watcher, "watch")
+            return
+        await self.stop_all()
+        raise PoolFatal(
+            f"pool {self.name!r}: {self.spec.command!r} failed to start {self.failures} "
+            f"times in a row; the last: {self.last_error}"
+        )
 
     def job_done(self, worker: WorkerProcess, retire: ExitReason | None = None) -> None:
         """After each job: back to the free queue, or out of service when its time has come."""
-        state = worker.state
-        if state is WorkerState.ERRORED:
+        if worker.state is WorkerState.ERRORED:
             return  # it broke during the job and has left already
         if worker.execs == 1:
             self._proven(worker)
-        max_jobs = 1 if self.config.debug else self.config.max_jobs
-        if retire is None and max_jobs and worker.execs >= max_jobs:
+        if retire is None and worker.max_jobs and worker.execs >= worker.max_jobs:
             retire = ExitReason.MAX_JOBS
+            self._log_retired(worker, retire, execs=worker.execs, max_jobs=worker.max_jobs)
         if retire is not None:
             worker.drain(retire)
-        if worker.state is WorkerState.DRAINING:
-            self._stop(worker, worker.reason or ExitReason.RESET)
-        else:
-            worker.release()
-            self.free.put(worker)
+        self._back_in_service(worker)
 
     def retire(self, worker: WorkerProcess, reason: ExitReason) -> None:
         """Take a worker out of service gracefully: now when idle, after its job when busy."""
@@ -123,8 +209,10 @@ class Keeper:
         else:
             worker.drain(reason)
 
-    def replace(self, worker: WorkerProcess, reason: ExitReason) -> asyncio.Task[None]:
+    def replace(self, worker: WorkerProcess, reason: ExitReason) -> asyncio.Task[None] | None:
         """Retire `worker` once a successor is ready to take its place."""
+        if worker in self._replacing:
+            return None
         self._replacing.add(worker)
         return self._starter(self._replace(worker, reason))
 
@@ -153,19 +241,6 @@ class Keeper:
             for worker in busy:
                 worker.condemn(ExitReason.RESET, "was still busy when the reset timed out")
 
-    async def _until(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Wait until `done()`, re-checked whenever a worker leaves service; False at timeout."""
-        deadline = time.monotonic() + timeout
-        while not done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._changed.wait()
-        return True
-
     async def stop_all(self) -> None:
         """Stop every worker: idle ones now, busy ones after their job, all within
         `destroy_timeout`; then what is left gets SIGTERM and, after `kill_timeout`, SIGKILL.
@@ -178,7 +253,9 @@ class Keeper:
     async def _stop_all(self) -> None:
         self._closing = True
         self._closed.set()  # wakes starters waiting out a backoff; a start under way finishes
-        self._deadline = time.monotonic() + self.config.destroy_timeout
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._deadline = self.clock.monotonic() + self.config.destroy_timeout
         for successor in self._held.values():
             self._stop(successor, ExitReason.DESTROY)
         self._held.clear()
@@ -197,14 +274,35 @@ class Keeper:
             exits = [w.wait_exited() for w in self._leaving]
             await asyncio.gather(*self._tasks, *exits, return_exceptions=True)
 
+    async def _until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until `done()`, re-checked whenever the pool changes; False at timeout."""
+        deadline = None if timeout is None else self.clock.monotonic() + timeout
+        while not done():
+            remaining = None if deadline is None else deadline - self.clock.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+        return True
+
     def _grace(self) -> float:
         """How long a stopping worker may take after its stop frame before SIGTERM."""
         if self._deadline is None:
             return self.config.destroy_timeout
-        return max(0.0, self._deadline - time.monotonic())
+        return max(0.0, self._deadline - self.clock.monotonic())
 
     def _stop(self, worker: WorkerProcess, reason: ExitReason) -> None:
         self._watch(worker.stop(reason, grace=self._grace()), "stop")
+
+    def _back_in_service(self, worker: WorkerProcess) -> None:
+        """After a job or a health check: stopped when drained, else free again."""
+        if worker.state is WorkerState.DRAINING:
+            self._stop(worker, worker.reason or ExitReason.RESET)
+        elif worker.state is WorkerState.WORKING:
+            worker.release()
+            self.free.put(worker)
 
     def _enter(self, worker: WorkerProcess) -> None:
         """A new READY worker takes its place in service, unless the pool has enough."""
@@ -212,11 +310,21 @@ class Keeper:
         if self._closing or len(self.serving) >= self.target:
             self._stop(worker, ExitReason.DESTROY if self._closing else ExitReason.SCALE_DOWN)
             return
+        limits = self.config.supervisor
+        if limits.ttl and worker.ready_at is not None:
+            worker.expires_at = worker.ready_at + limits.ttl * (1 + self._spread())
+        max_jobs = 1 if self.config.debug else self.config.max_jobs
+        worker.max_jobs = max_jobs + round(max_jobs * self._spread())
+        self._ever_ready = True
         self.serving.add(worker)
         self.free.put(worker)
+        self._changed.set()
         if worker.ready_at is not None:
-            delay = max(0.0, worker.ready_at + MIN_UPTIME - time.monotonic())
+            delay = max(0.0, worker.ready_at + self.config.restart.min_uptime - time.monotonic())
             asyncio.get_running_loop().call_later(delay, self._proven, worker)
+
+    def _spread(self) -> float:
+        return self.rng.uniform(0, LIMIT_SPREAD)
 
     def _left(self, worker: WorkerProcess) -> None:
         """A worker left service (on_leave): count why, and put another in its place."""
@@ -228,10 +336,14 @@ class Keeper:
         reason = worker.reason or ExitReason.CRASHED
         if reason is ExitReason.CRASHED and not self._is_proven(worker):
             reason = ExitReason.FAILED_START
-        self.departures[reason] += 1
-        if reason is ExitReason.FAILED_START:
-            self.failures += 1
-            self.last_error = worker.last_error or "exited before it served anything"
+            age = time.monotonic() - (worker.ready_at or worker.started_at)
+            self._start_failed(
+                worker.last_error
+                or f"{describe_exit(worker.returncode)} {age:.1f}s after its start, before it "
+                "served a payload"
+            )
+        else:
+            self.departures[reason] += 1
         self._changed.set()
         if worker in self._replacing:
             self._replacing.discard(worker)
@@ -247,14 +359,52 @@ class Keeper:
         self._leaving.discard(worker)
 
     def _is_proven(self, worker: WorkerProcess) -> bool:
-        if worker.execs > 0 or worker.ready_at is None:
-            return worker.execs > 0
-        return time.monotonic() - worker.ready_at >= MIN_UPTIME
+        if worker.execs > 0:
+            return True
+        if worker.ready_at is None:
+            return False
+        return time.monotonic() - worker.ready_at >= self.config.restart.min_uptime
 
     def _proven(self, worker: WorkerProcess) -> None:
-        """A good start: the worker served a job or lived MIN_UPTIME in service."""
-        if worker.state.in_service:
-            self.failures = 0
+        """A good start: the worker served a job or lived min_uptime in service."""
+        if not worker.state.in_service or not self.failures:
+            return
+        if self.fatal:
+            log.info(
+                f"pool {self.name!r} started a worker again; it is no longer fatal",
+                extra={"event": "pool.recovered", "plugin": self.name, "failures": self.failures},
+            )
+        self.failures = 0
+        self.fatal = False
+
+    def _start_failed(self, why: str) -> None:
+        self.failures += 1
+        self.departures[ExitReason.FAILED_START] += 1
+        self.last_error = why
+        self._last_start_failed = True
+        retries = self.config.restart.max_retries
+        log.error(
+            f"a worker of pool {self.name!r} failed to start ({self.failures} in a row): {why}",
+            extra={
+                "event": "pool.start_failed",
+                "plugin": self.name,
+                "failures": self.failures,
+                "command": self.spec.command,
+            },
+        )
+        if self.failures >= retries and not self.fatal:
+            self.fatal = True
+            log.critical(
+                f"pool {self.name!r} is fatal: {self.failures} failed starts in a row of "
+                f"{self.spec.command!r}; retrying every {self.config.restart.max_delay:g}s",
+                extra={
+                    "event": "pool.fatal",
+                    "plugin": self.name,
+                    "failures": self.failures,
+                    "last_error": why,
+                },
+            )
+        self._changed.set()
 
     async def _refill(self) -> None:
         worker = await self._new_worker()
@@ -274,42 +424,144 @@ class Keeper:
             self._enter(new)
 
     async def _new_worker(self) -> WorkerProcess | None:
-        """A new READY worker, after the backoff that failed starts call for; None once closing."""
+        """A new READY worker; while starts fail, one attempt at a time after the backoff.
+        None once the pool is stopping."""
         while not self._closing:
-            if self.failures:
-                delay = backoff_delay(self.failures)
-                if delay:
-                    log.warning(
-                        f"waiting {delay:.2f}s before starting a worker of pool {self.name!r}",
-                        extra={
-                            "event": "pool.backoff",
-                            "plugin": self.name,
-                            "attempt": self.failures,
-                            "delay_ms": round(delay * 1000),
-                        },
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self._closed.wait()
-                    if self._closing:
-                        break
-            try:
-                worker = await WorkerProcess.start(self.spec, self.registry)
-            except BootError as exc:
-                self.failures += 1
-                self.departures[ExitReason.FAILED_START] += 1
-                self.last_error = str(exc)
-                log.error(
-                    str(exc),
-                    extra={
-                        "event": "pool.start_failed",
-                        "plugin": self.name,
-                        "failures": self.failures,
-                    },
-                )
-                continue
-            return worker
+            if self.fatal and not self._ever_ready:
+                return None  # the boot has failed: rrd is about to say so and exit
+            if not self._last_start_failed:
+                worker = await self._attempt()
+            else:
+                async with self._probing:
+                    if self.fatal and not self._ever_ready:
+                        return None
+                    if self._last_start_failed and not await self._back_off():
+                        return None
+                    worker = await self._attempt()
+            if worker is not None:
+                return worker
         return None
+
+    async def _attempt(self) -> WorkerProcess | None:
+        try:
+            worker = await self.spawn(self.spec, self.registry)
+        except BootError as exc:
+            self._attempts += 1
+            self._start_failed(str(exc))
+            return None
+        self._attempts += 1
+        self._last_start_failed = False
+        return worker
+
+    async def _back_off(self) -> bool:
+        """Wait before the next start, as the failed starts so far ask; False when closed."""
+        restart = self.config.restart
+        delay = (
+            restart.max_delay
+            if self.fatal
+            else backoff_delay(
+                self.failures,
+                initial=restart.initial_delay,
+                maximum=restart.max_delay,
+                multiplier=restart.multiplier,
+                jitter=restart.jitter,
+                rng=self.rng,
+            )
+        )
+        log.warning(
+            f"starting a worker of pool {self.name!r} again in {delay:.2f}s",
+            extra={
+                "event": "pool.backoff",
+                "plugin": self.name,
+                "attempt": self.failures,
+                "delay_ms": round(delay * 1000),
+            },
+        )
+        sleeping = asyncio.ensure_future(self.clock.sleep_until(self.clock.monotonic() + delay))
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({sleeping, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            closed.cancel()
+        return not self._closing
+
+    async def _watch_limits_and_health(self) -> None:
+        """Every watch_tick: ttl, idle_ttl, memory; and a health check of each worker idle
+        for health.interval (again every interval while it stays idle)."""
+        limits, health = self.config.supervisor, self.config.health
+        checking_limits = bool(limits.ttl or limits.idle_ttl or limits.max_worker_memory)
+        periods = [limits.watch_tick] if checking_limits else []
+        if health.interval:
+            periods.append(health.interval / 2)
+        if not periods:
+            return
+        period = min(periods)
+        next_limits = time.monotonic() + limits.watch_tick
+        while not self._closing:
+            await self.clock.sleep_until(self.clock.monotonic() + period)
+            now = time.monotonic()  # the workers' clock, for their ages and idle times
+            if checking_limits and now >= next_limits:
+                next_limits = now + limits.watch_tick
+                self._check_limits(now)
+            if health.interval:
+                self._check_health(now)
+
+    def _check_limits(self, now: float) -> None:
+        limits = self.config.supervisor
+        candidates = [w for w in self.serving if w not in self._replacing]
+        memory: dict[int, int] = {}
+        if limits.max_worker_memory and candidates:
+            memory = tree_memory(w.pid for w in candidates)
+        for worker in candidates:
+            if worker.expires_at is not None and now >= worker.expires_at:
+                assert worker.ready_at is not None
+                self._log_retired(worker, ExitReason.TTL, age_s=round(now - worker.ready_at, 1))
+                self.replace(worker, ExitReason.TTL)
+            elif (
+                limits.idle_ttl
+                and worker.state is WorkerState.READY
+                and now - worker.idle_since >= limits.idle_ttl
+            ):
+                idle = round(now - worker.idle_since, 1)
+                self._log_retired(worker, ExitReason.IDLE_TTL, idle_s=idle)
+                self.replace(worker, ExitReason.IDLE_TTL)
+            elif limits.max_worker_memory and memory.get(worker.pid, 0) > (
+                limits.max_worker_memory << 20
+            ):
+                rss = round(memory[worker.pid] / 2**20, 1)
+                self._log_retired(
+                    worker, ExitReason.MEMORY, rss_mib=rss, max_mib=limits.max_worker_memory
+                )
+                self.replace(worker, ExitReason.MEMORY)
+
+    def _check_health(self, now: float) -> None:
+        interval = self.config.health.interval
+        for worker in self.free.idle:
+            last = max(worker.idle_since, worker.checked_at)
+            if now - last >= interval and self.free.take_idle(worker):
+                worker.reserve()
+                self._watch(asyncio.ensure_future(self._health_check(worker)), "health")
+
+    async def _health_check(self, worker: WorkerProcess) -> None:
+        try:
+            await worker.ping(self.config.health.timeout)
+        except WorkerError:
+            return  # condemned as unhealthy; its on_leave brings a replacement
+        worker.checked_at = time.monotonic()
+        self._back_in_service(worker)
+
+    def _log_retired(self, worker: WorkerProcess, reason: ExitReason, **figures: Any) -> None:
+        log.info(
+            f"retiring worker {worker.pid} ({reason.value})",
+            extra={
+                "event": "worker.retired",
+                "plugin": self.name,
+                "worker_pid": worker.pid,
+                "reason": reason.value,
+                **figures,
+            },
+        )
 
     def _starter(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task that starts workers: cancelled when the pool stops."""

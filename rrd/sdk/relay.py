@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from abc import ABC, abstractmethod
 from collections import deque
+from typing import TYPE_CHECKING
 
 from rrd.errors import ConfigError, FrameError
 from rrd.protocol.frame import DEFAULT_MAX_PAYLOAD, Decoder, Frame
+
+if TYPE_CHECKING:
+    import socket
 
 READ_SIZE = 64 * 1024
 
@@ -89,6 +92,8 @@ class SocketRelay(Relay):
     @classmethod
     def connect(cls, address: str) -> SocketRelay:
         """Connect to `tcp://host:port` or `unix:///path`."""
+        import socket  # here: a worker on pipes, the usual, never pays for it
+
         scheme, sep, rest = address.partition("://")
         if not sep or not rest:
             raise ConfigError(f"not a relay address: {address!r}", key="RR_RELAY")

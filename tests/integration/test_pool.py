@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from rrd.config import PoolConfig
+from rrd.config import PoolConfig, RestartConfig
 from rrd.errors import (
-    BootError,
     NoWorkers,
     PoolClosed,
     QueueFull,
@@ -26,7 +25,7 @@ from rrd.errors import (
     WorkerError,
 )
 from rrd.fsm import ExitReason, WorkerState
-from rrd.pool import Pool
+from rrd.pool import Pool, PoolFatal
 from rrd.proc import ProcessRegistry
 from rrd.protocol.control import Payload
 from rrd.worker import WorkerSpec
@@ -208,11 +207,18 @@ async def test_reset_replaces_every_pid_and_lets_busy_work_finish() -> None:
         assert (await pool.exec(Payload(b"ok"))).payload.body == b"OK:ok"
 
 
-async def test_start_fails_with_the_boot_error_and_leaves_nothing() -> None:
-    pool = pool_of("boot_crash", num_workers=2)
-    with pytest.raises(BootError, match="exit code 3"):
+async def test_a_pool_none_of_whose_workers_start_is_fatal_and_leaves_nothing() -> None:
+    fast = RestartConfig(initial_delay=0.01, max_delay=0.05, max_retries=4)
+    pool = pool_of("boot_crash", num_workers=2, restart=fast)
+    with pytest.raises(PoolFatal) as caught:
         await pool.start()
-    assert pool.workers() == []
+    message = str(caught.value)
+    assert message.startswith(f"pool 'test': {pool.spec.command!r} failed to start 4 times")
+    assert message.endswith(
+        "(exit code 3); its last stderr line: boot_crash: cannot load the application"
+    )
+    assert pool.workers() == [] and len(pool.keeper.registry) == 0
+    assert pool.keeper.departures[ExitReason.FAILED_START] == 4
 
 
 async def test_retired_workers_exit_with_the_reason() -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,10 +96,16 @@ async def test_boot_crash_is_a_boot_error_with_the_exit_code_and_last_stderr_lin
         await start("boot_crash")
 
 
-async def test_missing_command_is_a_boot_error() -> None:
-    bad = WorkerSpec(argv=("/nonexistent/php",), env={}, plugin="test")
-    with pytest.raises(BootError, match="cannot start '/nonexistent/php': No such file"):
-        await WorkerProcess.start(bad, ProcessRegistry())
+async def test_a_missing_or_unrunnable_command_is_a_boot_error_that_says_which(
+    tmp_path: Path,
+) -> None:
+    missing = WorkerSpec(argv=("/nonexistent/php",), env={}, plugin="test")
+    with pytest.raises(BootError, match=r"^command not found: '/nonexistent/php'$"):
+        await WorkerProcess.start(missing, ProcessRegistry())
+    (tmp_path / "worker.sh").write_text("#!/bin/sh\n")
+    unrunnable = WorkerSpec(argv=("./worker.sh",), env={}, plugin="test", cwd=str(tmp_path))
+    with pytest.raises(BootError, match=r"^permission denied: './worker.sh'$"):
+        await WorkerProcess.start(unrunnable, ProcessRegistry())
 
 
 async def test_text_before_the_handshake_is_reported_with_a_preview() -> None:

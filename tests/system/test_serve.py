@@ -108,7 +108,12 @@ def test_every_log_line_is_one_json_object_with_the_standard_fields(
 
 
 def test_a_worker_that_cannot_boot_exits_69_with_one_log_line(rrd: Any) -> None:
-    daemon = rrd(config("boot_crash"))
+    fast = "    restart: {initial_delay: 10ms, max_retries: 2}\n"
+    daemon = rrd(
+        config("boot_crash").replace(
+            "    destroy_timeout: 5s\n", f"    destroy_timeout: 5s\n{fast}"
+        )
+    )
     assert daemon.wait(timeout=30) == 69
     failed = daemon.events("daemon.failed")
     assert len(failed) == 1 and "exit code 3" in failed[0]["msg"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from rrd.plugins.registry import declared_anywhere
+from rrd.plugins.entrypoints import declared_anywhere
 from tests.helpers import ROOT
 
 HEAVY = ("email", "zipfile", "csv", "importlib.metadata", "dotenv", "tempfile", "bz2", "psutil")
@@ -36,3 +37,28 @@ def test_a_plugin_entry_point_is_seen_without_importlib_metadata(tmp_path: Path)
     (other / "legacy.egg-info").mkdir()
     assert declared_anywhere([str(other), str(tmp_path / "missing"), str(declared)])
     assert not declared_anywhere([str(other), str(tmp_path / "missing")])
+
+
+def test_serve_skips_openssl_unless_a_plugin_could_need_it(tmp_path: Path) -> None:
+    config = tmp_path / "rr.yaml"
+    config.write_text('version: "3"\n')
+    code = (
+        "import sys, runpy; sys.argv = ['rrd', 'serve', '-c', sys.argv[1]]; "
+        "import rrd.__main__ as m; from rrd.plugins.entrypoints import skip_openssl; "
+        "skip_openssl(); import asyncio; print(sys.modules.get('ssl') is None)"
+    )
+    plain = subprocess.run(
+        [sys.executable, "-c", code, str(config)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert plain.stdout.strip() == "True", plain.stderr
+    site = tmp_path / "site" / "demo-1.0.dist-info"
+    site.mkdir(parents=True)
+    (site / "entry_points.txt").write_text("[rrd.plugins]\ndemo = demo:Plugin\n")
+    with_plugin = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+    )
+    assert with_plugin.stdout.strip() == "False", with_plugin.stderr

@@ -70,17 +70,36 @@ def test_the_first_reason_sticks() -> None:
     assert fsm.reason is ExitReason.MAX_JOBS
 
 
-def test_backoff_retries_a_single_failure_at_once_then_doubles() -> None:
-    rng = random.Random(1)
-    assert backoff_delay(0) == backoff_delay(1) == 0.0
-    delays = [backoff_delay(n, base=0.1, maximum=10, jitter=0, rng=rng) for n in range(2, 12)]
-    assert delays[:4] == [0.1, 0.2, 0.4, 0.8]
-    assert delays[-1] == 10
+def test_backoff_starts_at_the_initial_delay_and_multiplies_up_to_the_maximum() -> None:
+    def delay(attempt: int) -> float:
+        return backoff_delay(attempt, initial=0.1, maximum=10, multiplier=2, jitter=0)
+
+    assert delay(0) == 0.0
+    assert [delay(n) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.8, 1.6]
+    assert delay(8) == 10 and delay(10**6) == 10
+    assert backoff_delay(5, initial=0.5, maximum=30, multiplier=3, jitter=0) == 30
+    assert backoff_delay(4, initial=0.5, maximum=30, multiplier=3, jitter=0) == 13.5
+    assert backoff_delay(7, initial=0.25, maximum=30, multiplier=1, jitter=0) == 0.25
 
 
-@given(st.integers(0, 10**6), st.floats(0.01, 5), st.floats(0.1, 100), st.floats(0, 0.5))
+def test_jitter_spreads_each_delay_either_way_within_its_fraction() -> None:
+    rng = random.Random(7)
+    delays = [backoff_delay(3, initial=1, maximum=100, jitter=0.2, rng=rng) for _ in range(500)]
+    assert min(delays) >= 3.2 - 1e-9 and max(delays) <= 4.8 + 1e-9
+    assert min(delays) < 3.4 and max(delays) > 4.6
+
+
+@given(
+    st.integers(0, 10**6),
+    st.floats(0, 5),
+    st.floats(0.1, 100),
+    st.floats(1, 10),
+    st.floats(0, 1),
+)
 def test_backoff_stays_within_bounds(
-    failures: int, base: float, maximum: float, jitter: float
+    attempt: int, initial: float, maximum: float, multiplier: float, jitter: float
 ) -> None:
-    delay = backoff_delay(failures, base=base, maximum=maximum, jitter=jitter)
+    delay = backoff_delay(
+        attempt, initial=initial, maximum=maximum, multiplier=multiplier, jitter=jitter
+    )
     assert 0 <= delay <= maximum

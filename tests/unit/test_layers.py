@@ -18,7 +18,7 @@ RANKS = {
     "rrd.fsm": 2,
     "rrd.clock": 2,
     "rrd.backoff": 2,
-    "rrd.proc": 2,
+    "rrd.proc": 1,
     "rrd.worker": 3,
     "rrd.pool": 4,
     "rrd.server": 5,

@@ -247,6 +247,23 @@ def test_a_blocked_output_drops_and_counts_records_instead_of_blocking(
     assert [r for r in records if r["event"] == "log.dropped"] == [notice]
 
 
+def test_relayed_output_never_crowds_out_rrds_own_records(gated: GatedStream) -> None:
+    """A worker flooding stderr fills at most half the queue: rrd's own lines still fit."""
+    configure_on(gated)
+    for n in range(3000):
+        logging.getLogger("rrd.worker.stderr").info("flood %d", n, extra={"event": "worker.stderr"})
+    for n in range(100):
+        logging.getLogger("rrd.daemon").info("own %d", n, extra={"event": "daemon.ready"})
+    gated.gate.set()
+    assert rrd_logging.shutdown()
+    records = gated.records()
+    assert [r["msg"] for r in records if r["event"] == "daemon.ready"] == [
+        f"own {n}" for n in range(100)
+    ]
+    relayed = [r for r in records if r["event"] == "worker.stderr"]
+    assert 0 < len(relayed) <= rrd_logging.QUEUE_SIZE // 2 + 1
+
+
 def test_long_records_are_bounded_by_bytes_not_only_by_count(gated: GatedStream) -> None:
     """A worker's 16 KiB stderr lines against a blocked output: at most QUEUE_BYTES queued."""
     configure_on(gated)
