@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,14 +24,35 @@ import click
 from rrd import __version__
 from rrd import logging as rrd_logging
 from rrd.config import Config, load_config, render_docs, validate
+from rrd.control.address import control_address
+from rrd.control.client import ControlClient
 from rrd.daemon import Daemon
-from rrd.errors import EX_SOFTWARE, EX_USAGE, RrdError, UsageError
+from rrd.errors import (
+    EX_SOFTWARE,
+    EX_USAGE,
+    ConfigError,
+    DaemonUnavailable,
+    RrdError,
+    UsageError,
+)
+from rrd.notify import Notifier
 from rrd.plugins import registry
 from rrd.proc import ProcessRegistry, parent_death_launcher
+from rrd.protocol.rpc import RpcError
 from rrd.signals import EarlySignals
 from rrd.worker import install_child_watcher
 
 log = logging.getLogger("rrd.cli")
+
+RESET_WAIT = 600.0
+"""How long `rrd reload` and `rrd reset` wait for rrd to finish (its reset_timeout bounds it)."""
+
+
+class OperationFailed(RrdError):
+    """rrd refused or failed what an operator's command asked (exit 70)."""
+
+    exit_code = EX_SOFTWARE
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,21 +119,28 @@ def cli(ctx: click.Context) -> None:
         early.release()  # only the daemon holds its signals; the other commands act on them
 
 
+PIDFILE = click.option(
+    "--pidfile", type=click.Path(dir_okay=False), help="rrd's pid file (serve writes it)."
+)
+
+
 @cli.command()
 @config_options
-@click.option(
-    "--pidfile", type=click.Path(dir_okay=False), help="Write rrd's pid here while it runs."
-)
+@PIDFILE
+@click.option("--no-watch", is_flag=True, help="Do not reload when the config file changes.")
 def serve(
     config_path: str,
     workdir: str | None,
     overrides: tuple[str, ...],
     dotenv: str | None,
     pidfile: str | None,
+    no_watch: bool,
 ) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT."""
     early = click.get_current_context().obj
     config = load(config_path, workdir, overrides, dotenv)
+    # Later loads (reloads) must find the same files whatever the working directory is now.
+    source, root = str(config.source), str(config.workdir)
     if workdir:
         os.chdir(config.workdir)  # before logs.output is opened: relative paths are the workdir's
     rrd_logging.configure(config.logs.mode, config.logs.level, config.logs.output)
@@ -117,11 +149,19 @@ def serve(
         for warning in config.warnings:
             log.warning(warning, extra={"event": "config.warning", "config": str(config.source)})
         with written_pidfile(pidfile):
+            listen = config.rpc.listen if config.rpc is not None else None
+            watched = () if no_watch else (source, *([str(Path(root, dotenv))] if dotenv else ()))
             daemon = Daemon(
                 config,
                 registry.installed(),
                 registry=ProcessRegistry(launcher=parent_death_launcher()),
                 early=early if isinstance(early, EarlySignals) else None,
+                load_config=functools.partial(load, source, root, overrides, dotenv),
+                control_address=control_address(
+                    config.source, config.workdir, listen=listen, pidfile=pidfile
+                ),
+                watch_files=watched,
+                notifier=Notifier.from_environ(),
             )
             code = run(daemon)
     except RrdError as exc:
@@ -171,6 +211,235 @@ def plugins(config_path: str | None) -> None:
         origin = "built-in" if cls in registry.BUILTINS else cls.__module__
         status = "" if sections is None else ("  enabled" if name in sections else "  disabled")
         click.echo(f"{name:16} weight {cls.weight:<4} {origin}{status}")
+
+
+# The operator's commands: each finds the daemon as serve would, from -c/-w/-o and --pidfile.
+
+
+def find_daemon(
+    config_path: str,
+    workdir: str | None,
+    overrides: tuple[str, ...],
+    dotenv: str | None,
+    pidfile: str | None,
+) -> ControlClient:
+    """A client for the rrd serving this config. The config is only read for `rpc.listen`:
+    a file broken since rrd loaded it must not keep the operator from asking rrd."""
+    root = Path(os.path.abspath(workdir or os.getcwd()))
+    source = Path(os.path.abspath(root / config_path))
+    listen = None
+    try:
+        loaded = load_config(
+            config_path,
+            sections=registry.config_sections(registry.installed()),
+            overrides=overrides,
+            workdir=workdir,
+            dotenv=dotenv,
+        )
+        listen = loaded.rpc.listen if loaded.rpc is not None else None
+    except RrdError as exc:
+        click.echo(f"rrd: warning: {exc}; looking for rrd at its default address", err=True)
+    return ControlClient(control_address(source, root, listen=listen, pidfile=pidfile))
+
+
+def operator_command(function: F) -> F:
+    """-c/-w/-o/--dotenv and --pidfile, and one line for a call rrd refused (exit 70)."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except RpcError as exc:
+            raise OperationFailed(str(exc)) from None
+
+    return config_options(PIDFILE(call))  # type: ignore[return-value]
+
+
+@cli.command()
+@operator_command
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+def status(as_json: bool, **where: Any) -> None:
+    """Show the pools, their workers, restarts by reason, ticks and the config in force."""
+    with find_daemon(**where) as client:
+        report = client.call("rrd.Status")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(render_status(report))
+
+
+@cli.command()
+@operator_command
+@click.argument("plugins", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
+@click.option("-i", "--interactive", is_flag=True, help="Refresh every second until Ctrl-C.")
+def workers(plugins: tuple[str, ...], as_json: bool, interactive: bool, **where: Any) -> None:
+    """List the workers of every pool (or of the PLUGINS named), as `rr workers` does."""
+    with find_daemon(**where) as client:
+        while True:
+            table = client.call("rrd.Workers", list(plugins) or None)
+            if as_json:
+                click.echo(json.dumps(table))
+            else:
+                if interactive:
+                    click.clear()
+                click.echo(render_workers(table))
+            if not interactive:
+                return
+            try:
+                time.sleep(1)
+            except KeyboardInterrupt:
+                return
+
+
+@cli.command()
+@operator_command
+@click.argument("plugins", nargs=-1)
+def reset(plugins: tuple[str, ...], **where: Any) -> None:
+    """Replace every worker (of the PLUGINS named), successors first, and wait until done."""
+    with find_daemon(**where) as client:
+        client.call("rrd.Reset", list(plugins) or None, timeout=RESET_WAIT)
+    click.echo(f"reset {', '.join(plugins) or 'every pool'}")
+
+
+@cli.command()
+@operator_command
+def reload(**where: Any) -> None:
+    """SIGHUP the daemon (re-read the config, then replace every worker) and wait until done.
+
+    Exit 0 when the config was applied, 78 with its one-line error when it was rejected (rrd
+    keeps running the old one)."""
+    pidfile = where["pidfile"]
+    with find_daemon(**where) as client:
+        before = client.call("rrd.Status")
+        pid = read_pidfile(pidfile) if pidfile else before["pid"]
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + RESET_WAIT
+        while time.monotonic() < deadline:
+            now = client.call("rrd.Status")
+            if now["reloads"] > before["reloads"] and now["state"] != "reloading":
+                break
+            time.sleep(0.05)
+        else:
+            raise OperationFailed(f"rrd {pid} did not finish its reload in {RESET_WAIT:g}s")
+    outcome = now["last_reload"]
+    if not outcome["applied"]:
+        raise ConfigError(f"config rejected; rrd keeps the running one: {outcome['error']}")
+    changes = "; ".join(outcome["changes"]) or "no change to the config"
+    click.echo(f"reloaded in {outcome['duration_ms']:g} ms: {changes}")
+    for change in outcome["restart_needed"]:
+        click.echo(f"rrd: warning: needs a restart to apply: {change}", err=True)
+
+
+@cli.command()
+@operator_command
+@click.option("--now", is_flag=True, help="Kill every worker at once instead of a graceful stop.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the exit.")
+def stop(now: bool, timeout: float, **where: Any) -> None:
+    """Stop the daemon (gracefully unless --now) and wait until it has exited."""
+    with find_daemon(**where) as client:
+        pid = client.call("rrd.Status")["pid"]
+        client.call("rrd.Stop", {"now": now})
+    deadline = time.monotonic() + timeout
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if running(pid):
+        raise OperationFailed(f"rrd {pid} is still stopping after {timeout:g}s")
+    click.echo(f"stopped rrd {pid}")
+
+
+@cli.command()
+@operator_command
+@click.argument("plugin")
+@click.argument("workers")
+def scale(plugin: str, workers: str, **where: Any) -> None:
+    """Set PLUGIN's pool to WORKERS (N, +N or -N) until the config's num_workers changes or
+    rrd restarts; surplus workers retire gracefully."""
+    with find_daemon(**where) as client:
+        result = client.call("rrd.Scale", {"plugin": plugin, "workers": workers})
+    click.echo(f"{plugin}: {result['was']} -> {result['workers']} workers")
+
+
+def running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waits only for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z"
+
+
+def read_pidfile(path: str) -> int:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        hint = f"is `rrd serve --pidfile {path}` running?"
+        raise DaemonUnavailable(f"no rrd pid in {path}; {hint}") from None
+
+
+def ago(moment: float) -> str:
+    """`3 minutes ago`, as people read a time."""
+    seconds = max(0, int(time.time() - moment))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return f"{seconds} second{'' if seconds == 1 else 's'} ago"
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+def render_workers(table: dict[str, list[dict[str, Any]]]) -> str:
+    """One table per plugin, the columns of `rr workers`."""
+    blocks = []
+    for plugin, rows in table.items():
+        heading = f"{'PID':>8}  {'STATUS':10}{'EXECS':>8}{'MEMORY':>11}{'CPU%':>7}  CREATED"
+        lines = [f"Workers of [{plugin}]:", heading]
+        for row in rows:
+            lines.append(
+                f"{row['pid']:>8}  {row['status']:10}{row['execs']:>8}"
+                f"{megabytes(row['memory']):>11}{row['cpu']:>7.1f}  {ago(row['created'])}"
+            )
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) or "no pool"
+
+
+def render_status(report: dict[str, Any]) -> str:
+    """`rrd status` for people."""
+    lines = [
+        f"rrd {report['version']}, pid {report['pid']}, {report['state']}; config "
+        f"{report['config']} (loaded {ago(report['config_loaded_at'])})"
+    ]
+    for name, plugin in report["plugins"].items():
+        pool = plugin.get("pool", {})
+        line = (
+            f"{name}: {pool.get('state')}, {pool.get('ready', 0)} ready and "
+            f"{pool.get('busy', 0)} busy of {pool.get('size', 0)} workers"
+        )
+        ticks = plugin.get("ticks")
+        if ticks:
+            failed = sum(ticks["failed"].values())
+            skipped = ticks["skipped_late"] + ticks["skipped_overlap"]
+            line += (
+                f"; every {plugin['interval_s']:g}s: {ticks['sent']} ticks sent, "
+                f"{ticks['completed']} completed, {failed} failed, {skipped} skipped"
+            )
+        lines.append(line)
+        departures = pool.get("departures") or {}
+        if departures:
+            listed = ", ".join(f"{reason} {count}" for reason, count in departures.items())
+            lines.append(f"  workers replaced: {listed}")
+        if pool.get("last_error"):
+            lines.append(f"  last error: {pool['last_error']}")
+    reload_ = report.get("last_reload")
+    if reload_:
+        what = "applied" if reload_["applied"] else f"rejected: {reload_['error']}"
+        lines.append(f"last reload ({reload_['source']}, {ago(reload_['at'])}): {what}")
+    for change in report.get("restart_needed", []):
+        lines.append(f"needs a restart: {change}")
+    return "\n".join(lines)
 
 
 def run(daemon: Daemon) -> int:

@@ -1,12 +1,14 @@
-"""The daemon core: a small state machine, one queue of Commands, and the plugins' lifecycle.
+"""The daemon core: a small state machine, one queue of requests, the plugins' lifecycle.
 
 Room: daemon (the core tier, beside control, watch, notify and logging). Imports plugins and
 everything below them; never cli.
 
-Signals (and, next, control-socket requests and config changes) become Commands on one queue.
-The core runs the boot and every command as a task it owns, one at a time. STOP preempts:
-it cancels the boot or reset in flight, then stops whatever did start. A second STOP during
-the stop kills every worker and ends rrd at once.
+Signals, control-socket calls and config-file changes all become requests on one queue; the
+core runs the boot and each command as a task it owns, one at a time. STOP preempts: it
+cancels the boot, reset or reload in flight, then stops whatever did start; a second STOP kills
+every worker and ends rrd at once. Reloads coalesce (a file change folds into a SIGHUP's
+reload), as do identical resets. systemd hears the truth at each step (READY, RELOADING with
+MONOTONIC_USEC, STATUS, STOPPING, WATCHDOG pings from this loop only).
 """
 
 from __future__ import annotations
@@ -16,17 +18,37 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
+from rrd import __version__
 from rrd import logging as rrd_logging
 from rrd.clock import Clock, SystemClock
-from rrd.config import Config
-from rrd.errors import EX_SOFTWARE, RrdError
-from rrd.plugins.base import Disabled, Plugin, PluginContext, Resettable
-from rrd.proc import ProcessRegistry, become_subreaper
+from rrd.config import Action, Config, ReloadPlan, diff
+from rrd.control.server import ControlServer, Method
+from rrd.errors import EX_SOFTWARE, ConfigError, RrdError
+from rrd.notify import Notifier
+from rrd.plugins.base import (
+    Disabled,
+    Informer,
+    Plugin,
+    PluginContext,
+    Reconfigurable,
+    Reporter,
+    Resettable,
+    Scalable,
+)
+from rrd.proc import ProcessRegistry, become_subreaper, cpu_percent
+from rrd.protocol.rpc import RpcError
 from rrd.server import Server
 from rrd.signals import EarlySignals
+
+if TYPE_CHECKING:
+    from rrd.watch import ConfigWatcher
 
 log = logging.getLogger("rrd.daemon")
 
@@ -38,6 +60,17 @@ STOP_NOW_GRACE = 1.0
 
 REAP_DELAY = 0.05
 """SIGCHLDs come in bursts: adopted orphans are looked for once per this many seconds."""
+
+STATUS_EVERY = 5.0
+"""How often STATUS= is refreshed (only when its text changed)."""
+
+CONFIG_READ_TIMEOUT = 30.0
+"""A reload that cannot read its files in this long is refused (the running config stays)."""
+
+EXTEND_BY = 15.0
+"""While stopping, EXTEND_TIMEOUT_USEC= asks systemd for this much more, every third of it."""
+
+ConfigLoader = Callable[[], Config]
 
 
 class DaemonState(Enum):
@@ -55,19 +88,55 @@ class Command(Enum):
 
     STOP = "stop"
     RESET = "reset"
+    RELOAD = "reload"
+    SCALE = "scale"
     REOPEN_LOGS = "reopen_logs"
 
 
+@dataclass(eq=False)
+class Request:
+    """A command with its arguments, and a future for whoever waits for its outcome."""
+
+    command: Command
+    args: Mapping[str, Any] = field(default_factory=dict)
+    reply: asyncio.Future[Any] | None = None
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a reload did: for `rrd reload`, `rrd status` and STATUS=."""
+
+    generation: int
+    applied: bool
+    source: str
+    changes: list[str]
+    restart_needed: list[str]
+    error: str | None
+    at: float
+    duration_ms: float
+
+
 SIGNAL_COMMANDS = {
-    signal.SIGTERM: Command.STOP,
-    signal.SIGINT: Command.STOP,
-    signal.SIGHUP: Command.RESET,
-    signal.SIGUSR1: Command.REOPEN_LOGS,
+    signal.SIGTERM: Request(Command.STOP),
+    signal.SIGINT: Request(Command.STOP),
+    signal.SIGHUP: Request(Command.RELOAD, {"reset": True, "source": "SIGHUP"}),
+    signal.SIGUSR1: Request(Command.REOPEN_LOGS),
+}
+
+# RoadRunner's worker states, as its informer reports them (rr workers, PHP's RPC client).
+RR_STATES = {
+    "spawning": (0, "inactive"),
+    "ready": (1, "ready"),
+    "working": (2, "working"),
+    "draining": (3, "invalid"),
+    "stopping": (4, "stopping"),
+    "stopped": (5, "stopped"),
+    "errored": (8, "errored"),
 }
 
 
 class Daemon:
-    """Starts the enabled plugins, runs Commands until asked to stop, then stops them."""
+    """Starts the enabled plugins, runs requests until asked to stop, then stops them."""
 
     def __init__(
         self,
@@ -77,34 +146,56 @@ class Daemon:
         clock: Clock | None = None,
         registry: ProcessRegistry | None = None,
         early: EarlySignals | None = None,
+        load_config: ConfigLoader | None = None,
+        control_address: str | None = None,
+        watch_files: tuple[str, ...] = (),
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        self.config_loaded_at = time.time()
         self.plugin_classes = dict(plugins)
         self.clock = clock or SystemClock()
         self.registry = registry if registry is not None else ProcessRegistry()
         self.early = early
+        self.load_config = load_config
+        self.control_address = control_address
+        self.watch_files = watch_files
+        self.notifier = notifier or Notifier()
         self.state = DaemonState.STARTING
         self.exit_code = 0
         self.started: list[Plugin] = []
         """Plugins whose `serve` began, in start order: each is stopped, even half-started."""
-        self._queue: asyncio.Queue[Command] = asyncio.Queue()
-        self._current: asyncio.Task[None] | None = None
+        self.restart_needed: list[str] = []
+        self.last_reload: ReloadOutcome | None = None
+        self._reloads = 0
+        self._queue: asyncio.Queue[Request] = asyncio.Queue()
+        self._current: asyncio.Task[Any] | None = None
         self._stopped_now = asyncio.Event()
         self._reaping: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._status_sent = ""
+        self._watcher: ConfigWatcher | None = None
 
-    def request(self, command: Command) -> None:
-        """Queue a command (from a signal handler or a callback on the loop).
+    def request(self, request: Request) -> None:
+        """Queue a request (from a signal handler, a control call or a file change).
 
-        STOP preempts the boot or reset in flight; a STOP while stopping stops now."""
-        if command is Command.STOP:
-            if self.state is DaemonState.STOPPING:
+        STOP preempts the boot, reset or reload in flight; a STOP while stopping stops now."""
+        if request.command is Command.STOP:
+            if self.state in (DaemonState.STOPPING, DaemonState.STOPPED):
                 self._stop_now()
                 return
-            if self.state is not DaemonState.STOPPED:
-                self.state = DaemonState.STOPPING
-                if self._current is not None:
-                    self._current.cancel()
-        self._queue.put_nowait(command)
+            self.state = DaemonState.STOPPING
+            if self._current is not None:
+                self._current.cancel()
+            if request.args.get("now"):
+                self._stop_now()
+        self._queue.put_nowait(request)
+
+    async def ask(self, command: Command, **args: Any) -> Any:
+        """Queue a request and wait for its outcome (control calls)."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.request(Request(command, args, reply))
+        return await reply
 
     def crashed(self, where: str, error: BaseException) -> None:
         """A task of a plugin or pool died of a bug: stop everything gracefully, exit 70."""
@@ -116,54 +207,127 @@ class Daemon:
         if not self.exit_code:
             self.exit_code = EX_SOFTWARE
         if self.state is not DaemonState.STOPPING:
-            self.request(Command.STOP)
+            self.request(Request(Command.STOP))
 
     async def run(self) -> int:
-        """Boot, serve commands until STOP, stop every plugin; return the exit code."""
+        """Boot, serve requests until STOP, stop every plugin; return the exit code."""
         subreaper = become_subreaper()
+        control = None
+        if self.control_address:
+            control = ControlServer(self.control_address, self._methods())
+        watcher: ConfigWatcher | None = None
         with self._signal_handlers(subreaper):
-            await self._run_task(self._boot(), "boot")
-            if self.state is DaemonState.STARTING:
-                self.state = DaemonState.RUNNING
-                self._log_ready()
-            while self.state is DaemonState.RUNNING:
-                for command in await self._next_commands():
-                    if self.state is not DaemonState.RUNNING:
-                        break
-                    if command is Command.RESET:
-                        await self._run_task(self._reset(), "reset")
-                    elif command is Command.REOPEN_LOGS:
-                        rrd_logging.reopen()  # the writer thread reopens; nothing waits here
-            await self._stop()
+            try:
+                if control is not None:
+                    await control.start()
+                await self._run_task(self._boot(), "boot")
+                if self.state is DaemonState.STARTING:
+                    self.state = DaemonState.RUNNING
+                    watcher = self._watch_config()
+                    self._ready()
+                while self.state is DaemonState.RUNNING:
+                    for request in self._coalesce(await self._next_requests()):
+                        if self.state is not DaemonState.RUNNING:
+                            self._answer(request, RpcError("rrd is stopping"))
+                            continue
+                        await self._run_request(request)
+                await self._stop()
+            finally:
+                if watcher is not None:
+                    watcher.stop()
+                if control is not None:
+                    await control.close()
+                for task in self._tasks:
+                    task.cancel()
+                while not self._queue.empty():
+                    self._answer(self._queue.get_nowait(), RpcError("rrd stopped"))
         return self.exit_code
 
-    async def _next_commands(self) -> list[Command]:
-        """The commands waiting now, each once, in order: repeated resets coalesce."""
-        commands = [await self._queue.get()]
-        while not self._queue.empty():
-            commands.append(self._queue.get_nowait())
-        return list(dict.fromkeys(commands))
+    # Requests
 
-    async def _run_task(self, coroutine: object, name: str) -> None:
-        """Run a boot or a command as a task STOP can cancel; a failure in it stops rrd."""
-        assert asyncio.iscoroutine(coroutine)
-        task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)
+    async def _next_requests(self) -> list[Request]:
+        requests = [await self._queue.get()]
+        while not self._queue.empty():
+            requests.append(self._queue.get_nowait())
+        return requests
+
+    def _coalesce(self, requests: list[Request]) -> list[Request]:
+        """Repeated reloads become one (with a reset if any asked for one), repeated resets
+        of the same plugins one; every waiting caller gets the outcome of the one that ran."""
+        merged: list[Request] = []
+        followers: dict[int, list[Request]] = {}
+        for request in requests:
+            twin = next((m for m in merged if _same(m, request)), None)
+            if twin is None:
+                merged.append(request)
+                continue
+            if request.command is Command.RELOAD and request.args.get("reset"):
+                twin.args = {**twin.args, "reset": True, "source": request.args.get("source")}
+            followers.setdefault(id(twin), []).append(request)
+        for request in merged:
+            waiting = followers.get(id(request), [])
+            if waiting and request.reply is None:
+                request.reply = asyncio.get_running_loop().create_future()
+            for follower in waiting:
+                if follower.reply is not None and request.reply is not None:
+                    request.reply.add_done_callback(_copy_outcome_to(follower.reply))
+        return merged
+
+    async def _run_request(self, request: Request) -> None:
+        command, args = request.command, request.args
+        if command is Command.STOP:
+            self._answer(request, True)
+            return
+        if command is Command.REOPEN_LOGS:
+            rrd_logging.reopen()  # the writer thread reopens; nothing waits here
+            self._answer(request, True)
+            return
+        runs: dict[Command, Callable[[], Coroutine[Any, Any, Any]]] = {
+            Command.RESET: lambda: self._reset(args.get("plugins")),
+            Command.RELOAD: lambda: self._reload(
+                reset=bool(args.get("reset")), source=str(args.get("source", "?"))
+            ),
+            Command.SCALE: lambda: self._scale(str(args["plugin"]), args["workers"]),
+        }
+        outcome = await self._run_task(runs[command](), command.value)
+        self._answer(request, outcome)
+
+    def _answer(self, request: Request, outcome: Any) -> None:
+        reply = request.reply
+        if reply is None or reply.done():
+            return
+        if isinstance(outcome, BaseException):
+            reply.set_exception(outcome)
+        else:
+            reply.set_result(outcome)
+
+    async def _run_task(self, coroutine: Coroutine[Any, Any, Any], name: str) -> Any:
+        """Run a boot or a command as a task STOP can cancel. A fault the user caused (a bad
+        scale, an unknown plugin) fails the request; during the boot it stops rrd. A bug stops
+        rrd. Returns the task's result, or the exception for the caller."""
+        task: asyncio.Task[Any] = asyncio.create_task(coroutine, name=name)
         self._current = task
         try:
             await asyncio.wait({task})
         finally:
             self._current = None
         if task.cancelled():
-            return
+            return RpcError(f"{name} was cancelled: rrd is stopping")
         error = task.exception()
         if error is None:
-            return
+            return task.result()
         if isinstance(error, RrdError):
-            log.error(str(error), extra={"event": "daemon.failed", "exit_code": error.exit_code})
-            self.exit_code = self.exit_code or error.exit_code
-        else:
-            self.crashed(f"the {name}", error)
+            if name == "boot":
+                failed = {"event": "daemon.failed", "exit_code": error.exit_code}
+                log.error(str(error), extra=failed)
+                self.exit_code = self.exit_code or error.exit_code
+                self.state = DaemonState.STOPPING
+            return error
+        self.crashed(f"the {name}", error)
         self.state = DaemonState.STOPPING
+        return RpcError(f"{name} failed on a bug in rrd")
+
+    # Commands
 
     async def _boot(self) -> None:
         server = Server(self.config, self.registry)
@@ -187,25 +351,191 @@ class Daemon:
             self.started.append(plugin)
             await plugin.serve()
 
-    async def _reset(self) -> None:
-        log.info("resetting workers", extra={"event": "daemon.reset"})
+    async def _reset(self, names: list[str] | None = None) -> bool:
+        chosen = self._plugins(names, Resettable)
+        log.info(
+            f"resetting the workers of {', '.join(p.name for p in chosen) or 'nothing'}",
+            extra={"event": "daemon.reset", "plugins": [p.name for p in chosen]},
+        )
+        for plugin in chosen:
+            assert isinstance(plugin, Resettable)
+            await plugin.reset()
+        return True
+
+    async def _reload(self, *, reset: bool, source: str) -> dict[str, Any]:
+        """Re-read the config; if it is broken keep the old one and say why; else do what the
+        diff says, the least. With `reset` (SIGHUP, `rrd reload`) every pool is replaced too."""
+        self.state = DaemonState.RELOADING
+        self.notifier.reloading(f"reloading {self.config.source} ({source})")
+        began = time.monotonic()
+        self._reloads += 1
+        replaced: set[str] = set()
+        try:
+            new = await self._read_config()
+        except ConfigError as exc:
+            log.error(
+                f"config rejected, the running one stays: {exc}",
+                extra={"event": "config.rejected", "source": source, "error": str(exc)},
+            )
+            outcome = self._outcome(False, source, began, error=str(exc))
+        else:
+            plan = diff(self.config, new)
+            replaced = await self._apply(new, plan)
+            outcome = self._outcome(True, source, began, plan=plan)
+            log.info(
+                f"config reloaded ({source}): "
+                + ("; ".join(outcome.changes) if outcome.changes else "no change"),
+                extra={
+                    "event": "config.reloaded",
+                    "source": source,
+                    "changes": outcome.changes,
+                    "restart_needed": outcome.restart_needed,
+                    "duration_ms": outcome.duration_ms,
+                },
+            )
+        try:
+            if reset:
+                names = [p.name for p in self._plugins(None, Resettable) if p.name not in replaced]
+                await self._reset(names)
+        finally:
+            self.last_reload = outcome = self._outcome(
+                outcome.applied, source, began, plan=None, error=outcome.error, base=outcome
+            )
+            if self.state is DaemonState.RELOADING:
+                self.state = DaemonState.RUNNING
+            if self._watcher is not None:
+                self._watcher.rearm()  # a swapped symlink points somewhere else now
+            self.notifier.ready(self.status_line())
+        return asdict(outcome)
+
+    async def _read_config(self) -> Config:
+        """Load the config in a thread of its own: reading files must not block the loop, and
+        a read that hangs (a dead mount, a FIFO) must neither hang the reload nor rrd's exit,
+        as a thread of asyncio's default executor would."""
+        assert self.load_config is not None
+        load = self.load_config
+        loop = asyncio.get_running_loop()
+        loaded: asyncio.Future[Config] = loop.create_future()
+
+        def settle(outcome: Any) -> None:
+            if loaded.done():
+                return
+            if isinstance(outcome, BaseException):
+                loaded.set_exception(outcome)
+            else:
+                loaded.set_result(outcome)
+
+        def read() -> None:
+            try:
+                outcome: Any = load()
+            except BaseException as exc:  # handed to the loop, raised there
+                outcome = exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(settle, outcome)
+
+        threading.Thread(target=read, name="rrd-config-read", daemon=True).start()
+        try:
+            async with asyncio.timeout(CONFIG_READ_TIMEOUT):
+                return await loaded
+        except TimeoutError:
+            raise ConfigError(
+                f"reading the config took over {CONFIG_READ_TIMEOUT:g}s",
+                path=str(self.config.source),
+            ) from None
+
+    async def _apply(self, new: Config, plan: ReloadPlan) -> set[str]:
+        """Do what the plan says; the names of the plugins whose workers were replaced."""
+        for change in plan.restart_needed():
+            self.restart_needed.append(change.describe())
+        if self.restart_needed:
+            log.warning(
+                "these changes need a restart of rrd: " + "; ".join(self.restart_needed),
+                extra={"event": "config.restart_needed", "changes": self.restart_needed},
+            )
+        if new.logs.level != self.config.logs.level:
+            rrd_logging.set_level(new.logs.level)
+        self.config, self.config_loaded_at = new, time.time()
+        ctx = PluginContext(new, Server(new, self.registry), self.clock, crashed=self.crashed)
+        replaced = plan.pools_to_replace()
         for plugin in self.started:
-            if isinstance(plugin, Resettable):
-                await plugin.reset()
+            if isinstance(plugin, Reconfigurable):
+                await plugin.reconfigure(ctx, plan)
+            elif plan.for_section(plugin.name):
+                self.restart_needed.append(f"{plugin.name}: the plugin cannot reload")
+        return replaced
+
+    async def _scale(self, name: str, workers: int | str) -> dict[str, Any]:
+        (plugin,) = self._plugins([name], Scalable)
+        assert isinstance(plugin, Scalable) and isinstance(plugin, Reporter)
+        size = int(plugin.status()["pool"]["size"])
+        if isinstance(workers, str) and workers[:1] in "+-" and workers[1:].isdigit():
+            target = size + int(workers)
+        elif str(workers).isdigit():
+            target = int(workers)
+        else:
+            raise RpcError(f"expected a number of workers (N, +N or -N), got {workers!r}")
+        if target < 1:
+            raise RpcError(f"a pool keeps at least one worker; {name} has {size}")
+        plugin.scale(target)
+        return {"plugin": name, "workers": target, "was": size}
+
+    def _plugins(self, names: list[str] | None, kind: type) -> list[Plugin]:
+        """The started plugins with a capability, all of them or those named (RpcError for a
+        name that is not one)."""
+        capable = [p for p in self.started if isinstance(p, kind)]
+        if not names:
+            return capable
+        known = {p.name: p for p in capable}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise RpcError(f"no such plugin: {', '.join(unknown)}; known: {', '.join(known)}")
+        return [known[n] for n in names]
+
+    def _outcome(
+        self,
+        applied: bool,
+        source: str,
+        began: float,
+        *,
+        plan: ReloadPlan | None = None,
+        error: str | None = None,
+        base: ReloadOutcome | None = None,
+    ) -> ReloadOutcome:
+        changes = plan.summary() if plan is not None else (base.changes if base else [])
+        restart = (
+            [c.describe() for c in plan.by_action(Action.RESTART)]
+            if plan is not None
+            else (base.restart_needed if base else [])
+        )
+        return ReloadOutcome(
+            generation=self._reloads,
+            applied=applied,
+            source=source,
+            changes=changes,
+            restart_needed=restart,
+            error=error,
+            at=time.time(),
+            duration_ms=round((time.monotonic() - began) * 1000, 1),
+        )
+
+    # Stop
 
     async def _stop(self) -> None:
         """Stop the started plugins in reverse order, one after another; a second stop signal
         kills every worker and gives the rest STOP_NOW_GRACE."""
         self.state = DaemonState.STOPPING
         log.info("stopping", extra={"event": "daemon.stopping"})
+        self.notifier.stopping(self.status_line())
         stopping = asyncio.create_task(self._stop_plugins(), name="stop")
         stopped_now = asyncio.create_task(self._stopped_now.wait())
+        extending = self._every(EXTEND_BY / 3, lambda: self.notifier.extend_timeout(EXTEND_BY))
         await asyncio.wait({stopping, stopped_now}, return_when=asyncio.FIRST_COMPLETED)
         stopped_now.cancel()
         if not stopping.done():
             await asyncio.wait({stopping}, timeout=STOP_NOW_GRACE)
             stopping.cancel()
             await asyncio.gather(stopping, return_exceptions=True)
+        extending.cancel()
         await self._end_orphans()
         self.state = DaemonState.STOPPED
         log.info("stopped", extra={"event": "daemon.stopped", "exit_code": self.exit_code})
@@ -236,6 +566,126 @@ class Daemon:
             self.registry.reap_orphans()
             await asyncio.sleep(REAP_DELAY)
 
+    def _stop_now(self) -> None:
+        if self._stopped_now.is_set():
+            return
+        killed = self.registry.kill_all() + len(self.registry.kill_orphans())
+        log.warning(
+            f"asked to stop again: stopping now; killed {killed} workers",
+            extra={"event": "daemon.stop_now", "workers": killed},
+        )
+        self.exit_code = EX_STOPPED_NOW
+        self._stopped_now.set()
+
+    # Status
+
+    def status(self) -> dict[str, Any]:
+        """Everything `rrd status` shows, JSON-ready."""
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "state": self.state.value,
+            "config": str(self.config.source),
+            "config_loaded_at": self.config_loaded_at,
+            "restart_needed": self.restart_needed,
+            "last_reload": asdict(self.last_reload) if self.last_reload else None,
+            "reloads": self._reloads,
+            "plugins": {p.name: p.status() for p in self.started if isinstance(p, Reporter)},
+        }
+
+    def status_line(self) -> str:
+        """One line for STATUS=: each pool's workers and ticks, and the last error."""
+        parts, errors = [], []
+        for plugin in self.started:
+            if not isinstance(plugin, Reporter):
+                continue
+            report = plugin.status()
+            pool = report.get("pool", {})
+            serving = pool.get("ready", 0) + pool.get("busy", 0)
+            part = f"{plugin.name}: {serving}/{pool.get('size', 0)} workers"
+            if pool.get("state") not in (None, "up"):
+                part += f" ({pool['state']})"
+            if "ticks" in report:
+                part += f", {report['ticks']['sent']} ticks"
+            parts.append(part)
+            if pool.get("last_error"):
+                errors.append(pool["last_error"])
+        line = "; ".join(parts) or "no plugin serving"
+        if self.last_reload is not None and not self.last_reload.applied:
+            line += f"; config rejected: {self.last_reload.error}"
+        elif errors:
+            line += f"; last error: {errors[-1]}"
+        return line
+
+    def _ready(self) -> None:
+        names = [p.name for p in self.started]
+        log.info(
+            f"serving {', '.join(names) or 'nothing'}",
+            extra={
+                "event": "daemon.ready",
+                "pid": os.getpid(),
+                "plugins": names,
+                "config": str(self.config.source),
+            },
+        )
+        self.notifier.main_pid()
+        self.notifier.ready(self.status_line())
+        interval = self.notifier.watchdog_interval
+        if interval:
+            self._every(interval, self.notifier.watchdog)
+        if self.notifier.enabled:
+            self._every(STATUS_EVERY, self._refresh_status)
+
+    def _refresh_status(self) -> None:
+        line = self.status_line()
+        if line != self._status_sent:
+            self._status_sent = line
+            self.notifier.status(line)
+
+    def _every(self, seconds: float, action: Callable[[], None]) -> asyncio.Task[None]:
+        """Run `action` every `seconds` on this loop: if the loop is stuck, it is not run."""
+
+        async def repeat() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                action()
+
+        task = asyncio.create_task(repeat())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # Files and signals
+
+    def _watch_config(self) -> ConfigWatcher | None:
+        if not self.watch_files or self.load_config is None:
+            return None
+        # Imported here: watchdog's observer brings ctypes, shutil, bz2 and lzma (~1 MiB), which
+        # `serve --no-watch` does not need.
+        from rrd.watch import ConfigWatcher
+
+        loop = asyncio.get_running_loop()
+        watcher = ConfigWatcher(self.watch_files, self._config_changed, loop=loop)
+        watcher.start()
+        self._watcher = watcher
+        return watcher
+
+    def _config_changed(self) -> None:
+        log.info(
+            f"{self.config.source} changed",
+            extra={"event": "config.changed", "config": str(self.config.source)},
+        )
+        self.request(Request(Command.RELOAD, {"reset": False, "source": "file"}))
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        request = SIGNAL_COMMANDS.get(signum)
+        if request is not None:
+            log.info(
+                f"{signum.name}: {request.command.value}",
+                extra={"event": "daemon.signal", "signal": signum.name},
+            )
+            self.request(Request(request.command, dict(request.args)))
+
     def _on_child_exit(self) -> None:
         if self._reaping is None:
             loop = asyncio.get_running_loop()
@@ -253,41 +703,9 @@ class Daemon:
                 extra={"event": "daemon.orphan_reaped", "pid": pid},
             )
 
-    def _stop_now(self) -> None:
-        if self._stopped_now.is_set():
-            return
-        killed = self.registry.kill_all() + len(self.registry.kill_orphans())
-        log.warning(
-            f"asked to stop again: stopping now; killed {killed} workers",
-            extra={"event": "daemon.stop_now", "workers": killed},
-        )
-        self.exit_code = EX_STOPPED_NOW
-        self._stopped_now.set()
-
-    def _log_ready(self) -> None:
-        names = [p.name for p in self.started]
-        log.info(
-            f"serving {', '.join(names) or 'nothing'}",
-            extra={
-                "event": "daemon.ready",
-                "pid": os.getpid(),
-                "plugins": names,
-                "config": str(self.config.source),
-            },
-        )
-
-    def _on_signal(self, signum: signal.Signals) -> None:
-        command = SIGNAL_COMMANDS.get(signum)
-        if command is not None:
-            log.info(
-                f"{signum.name}: {command.value}",
-                extra={"event": "daemon.signal", "signal": signum.name},
-            )
-            self.request(command)
-
     @contextlib.contextmanager
     def _signal_handlers(self, subreaper: bool) -> Iterator[None]:
-        """The loop's handlers only queue Commands; signals held since start-up go first.
+        """The loop's handlers only queue requests; signals held since start-up go first.
         As a subreaper rrd also hears SIGCHLD, to reap the orphans it adopts."""
         loop = asyncio.get_running_loop()
         for signum in SIGNAL_COMMANDS:
@@ -306,3 +724,131 @@ class Daemon:
                 self._reaping.cancel()
             if self.early is not None:
                 self.early.hold()  # until rrd exits, a late signal changes nothing
+
+    # The control socket's methods: RoadRunner's names, then rrd's own
+
+    def _methods(self) -> dict[str, Method]:
+        return {
+            "informer.List": self._rpc_informer_list,
+            "informer.Workers": self._rpc_informer_workers,
+            "informer.AddWorker": lambda name: self.ask(Command.SCALE, plugin=name, workers="+1"),
+            "informer.RemoveWorker": lambda name: self.ask(
+                Command.SCALE, plugin=name, workers="-1"
+            ),
+            "resetter.List": self._rpc_resetter_list,
+            "resetter.Reset": lambda name: self.ask(Command.RESET, plugins=[_name(name)]),
+            "rrd.Status": self._rpc_status,
+            "rrd.Workers": self._rpc_workers,
+            "rrd.Reload": lambda params: self.ask(
+                Command.RELOAD, reset=_flag(params, "reset", True), source="rrd reload"
+            ),
+            "rrd.Reset": lambda params: self.ask(Command.RESET, plugins=_names(params)),
+            "rrd.Scale": lambda params: self.ask(
+                Command.SCALE,
+                plugin=_name(_field(params, "plugin")),
+                workers=_field(params, "workers"),
+            ),
+            "rrd.Stop": self._rpc_stop,
+        }
+
+    async def _rpc_informer_list(self, params: Any) -> list[str]:
+        return [p.name for p in self.started if isinstance(p, Informer)]
+
+    async def _rpc_resetter_list(self, params: Any) -> list[str]:
+        return [p.name for p in self.started if isinstance(p, Resettable)]
+
+    async def _rpc_informer_workers(self, params: Any) -> dict[str, Any]:
+        (plugin,) = self._plugins([_name(params)], Informer)
+        assert isinstance(plugin, Informer)
+        workers = []
+        for info in plugin.workers():
+            code, text = RR_STATES.get(info.state.value, (8, "errored"))
+            workers.append(
+                {
+                    "pid": info.pid,
+                    "status": code,
+                    "numExecs": info.execs,
+                    "created": int(info.created * 1e9),
+                    "memoryUsage": info.rss,
+                    "CPUPercent": cpu_percent(info.pid),
+                    "command": info.command,
+                    "statusStr": text,
+                }
+            )
+        return {"workers": workers}
+
+    async def _rpc_workers(self, params: Any) -> dict[str, list[dict[str, Any]]]:
+        names = _names(params)
+        table: dict[str, list[dict[str, Any]]] = {}
+        for plugin in self._plugins(names, Informer):
+            assert isinstance(plugin, Informer)
+            table[plugin.name] = [
+                {
+                    "pid": info.pid,
+                    "status": info.state.value,
+                    "execs": info.execs,
+                    "memory": info.rss,
+                    "cpu": cpu_percent(info.pid),
+                    "created": info.created,
+                }
+                for info in plugin.workers()
+            ]
+        return table
+
+    async def _rpc_status(self, params: Any) -> dict[str, Any]:
+        return self.status()
+
+    async def _rpc_stop(self, params: Any) -> bool:
+        self.request(Request(Command.STOP, {"now": _flag(params, "now", False)}))
+        return True
+
+
+def _same(a: Request, b: Request) -> bool:
+    """Requests that one run can answer both."""
+    if a.command is not b.command or a.command not in (Command.RELOAD, Command.RESET):
+        return False
+    return a.command is Command.RELOAD or a.args.get("plugins") == b.args.get("plugins")
+
+
+def _copy_outcome_to(target: asyncio.Future[Any]) -> Callable[[asyncio.Future[Any]], None]:
+    """A done-callback that copies one future's outcome into `target`."""
+
+    def copy(source: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if source.cancelled():
+            target.cancel()
+        elif (error := source.exception()) is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(source.result())
+
+    return copy
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise RpcError(f"expected a plugin name, got {value!r}")
+    return value
+
+
+def _names(params: Any) -> list[str] | None:
+    if params is None or params == []:
+        return None
+    if isinstance(params, str):
+        return [params]
+    if isinstance(params, list) and all(isinstance(n, str) for n in params):
+        return list(params)
+    raise RpcError(f"expected plugin names, got {params!r}")
+
+
+def _field(params: Any, key: str) -> Any:
+    if not isinstance(params, dict) or key not in params:
+        raise RpcError(f"expected an object with {key!r}, got {params!r}")
+    return params[key]
+
+
+def _flag(params: Any, key: str, default: bool) -> bool:
+    if isinstance(params, dict):
+        return bool(params.get(key, default))
+    return default

@@ -102,6 +102,12 @@ class WorkerCrashed(WorkerError):
     """A worker exited, closed its relay, or spoke garbage while it held a payload."""
 
 
+class DaemonUnavailable(RrdError):
+    """No rrd answers on the control socket (a command such as `rrd status`)."""
+
+    exit_code = EX_UNAVAILABLE
+
+
 class SoftJobError(RrdError):
     """The worker answered with an ERROR frame: the job failed, the worker is fine."""
 

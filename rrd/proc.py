@@ -102,6 +102,24 @@ def parent_death_launcher() -> tuple[str, ...]:
     return (setpriv, "--pdeathsig", "KILL", "--") if "--pdeathsig" in probe.stdout else ()
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_percent(pid: int) -> float:
+    """CPU used by a process over its whole life, in percent of one CPU (as `rr workers`
+    shows it); 0.0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        with open("/proc/uptime", "rb") as uptime:
+            now = float(uptime.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    used = (int(fields[11]) + int(fields[12])) / _TICKS
+    lived = now - int(fields[19]) / _TICKS
+    return round(100 * used / lived, 1) if lived > 0 else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessEntry:
     """One line of the process table, as /proc/PID/stat has it."""

@@ -4,6 +4,7 @@ Imports only `rrd.errors`, the standard library, PyYAML and python-dotenv, and k
 by name: plugins hand their section classes to `load_config` and `iter_settings`.
 """
 
+from rrd.config.diff import Action, Change, ReloadPlan, diff
 from rrd.config.docs import SettingDoc, iter_settings, render_docs
 from rrd.config.load import expand_env, load_config, load_dotenv
 from rrd.config.schema import (
@@ -33,6 +34,8 @@ from rrd.config.validate import validate
 
 __all__ = [
     "REQUIRED",
+    "Action",
+    "Change",
     "Config",
     "Duration",
     "FileLoggerOptions",
@@ -42,11 +45,13 @@ __all__ = [
     "LogsConfig",
     "OnInitConfig",
     "PoolConfig",
+    "ReloadPlan",
     "RestartConfig",
     "RpcConfig",
     "ServerConfig",
     "SettingDoc",
     "Size",
+    "diff",
     "expand_env",
     "format_duration",
     "format_size",

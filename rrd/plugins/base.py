@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from rrd.clock import Clock, SystemClock
-from rrd.config import Config
+from rrd.config import Config, ReloadPlan
 from rrd.pool import CrashHandler
 from rrd.server import Server
 from rrd.worker import WorkerInfo
@@ -68,6 +68,9 @@ class Plugin(ABC):
         Called even when `serve` failed or was cancelled half way: stop what did start."""
 
 
+# What a plugin may also do: the daemon looks for these capabilities, RoadRunner's way.
+
+
 @runtime_checkable
 class Resettable(Protocol):
     """A plugin whose workers can be replaced on `rrd reset` / SIGHUP."""
@@ -80,3 +83,25 @@ class Informer(Protocol):
     """A plugin that can list its workers for `rrd workers`."""
 
     def workers(self) -> list[WorkerInfo]: ...
+
+
+@runtime_checkable
+class Reconfigurable(Protocol):
+    """A plugin that takes a reload's new config in place (`ctx` is built on it), doing what
+    the plan says for its section; without this, a change to its section needs a restart."""
+
+    async def reconfigure(self, ctx: PluginContext, plan: ReloadPlan) -> None: ...
+
+
+@runtime_checkable
+class Scalable(Protocol):
+    """A plugin whose pool can be resized at run time (`rrd scale`)."""
+
+    def scale(self, workers: int) -> None: ...
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """A plugin that tells its state for `rrd status` and STATUS= (JSON-ready)."""
+
+    def status(self) -> dict[str, Any]: ...

@@ -15,10 +15,10 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rrd.clock import Clock
-from rrd.config import Duration, PoolConfig, setting
+from rrd.config import Duration, PoolConfig, ReloadPlan, setting
 from rrd.errors import (
     ExecTimeout,
     NoWorkers,
@@ -235,16 +235,14 @@ class TickerPlugin(Plugin):
             clock=self.ctx.clock,
         )
         await pool.start()
-        timeout = self.config.exec_timeout
         self.ticker = Ticker(
-            lambda payload: pool.exec(payload, timeout=timeout),
+            lambda payload: pool.exec(payload, timeout=self.config.exec_timeout),
             interval=self.interval,
             clock=self.ctx.clock,
             overlap=self.config.overlap,
             max_parallel=pool.size,
         )
-        self._task = asyncio.create_task(self.ticker.run(), name="ticker")
-        self._task.add_done_callback(self._schedule_ended)
+        self._schedule()
         log.info(
             f"ticking every {self.ticker.interval:g}s",
             extra={
@@ -277,6 +275,59 @@ class TickerPlugin(Plugin):
                     "skipped_overlap": stats.skipped_overlap,
                 },
             )
+
+    def _schedule(self) -> None:
+        assert self.ticker is not None
+        self._task = asyncio.create_task(self.ticker.run(), name="ticker")
+        self._task.add_done_callback(self._schedule_ended)
+
+    async def reconfigure(self, ctx: PluginContext, plan: ReloadPlan) -> None:
+        """A reload: a new interval re-times the schedule from now (tick numbers go on, no
+        worker restarts); overlap and exec_timeout apply to the next tick; the pool takes its
+        new settings, scales, or replaces its workers one by one, as the plan says."""
+        config: TickerConfig = ctx.section(self.name)
+        self.ctx, self.config = ctx, config
+        ticker, pool = self.ticker, self.pool
+        if ticker is None or pool is None:
+            return
+        ticker.overlap = config.overlap
+        interval = config.interval or DEFAULT_INTERVAL
+        if interval != ticker.interval:
+            self.interval = ticker.interval = interval
+            if self._task is not None:
+                self._task.cancel()
+            self._schedule()
+        spec = ctx.server.worker_spec(self.name, config.pool, {"RR_MODE": "ticker"})
+        await pool.reconfigure(
+            config.pool,
+            spec,
+            size_changed=self.name in plan.pools_to_scale(),
+            replace_workers=self.name in plan.pools_to_replace(),
+        )
+        ticker.max_parallel = pool.size
+
+    def scale(self, workers: int) -> None:
+        """`rrd scale`: a new pool size until the config's num_workers changes or rrd restarts."""
+        if self.pool is not None and self.ticker is not None:
+            self.pool.scale(workers)
+            self.ticker.max_parallel = workers
+
+    def status(self) -> dict[str, Any]:
+        """The pool's status and what happened to the ticks, for `rrd status` and STATUS=."""
+        if self.pool is None or self.ticker is None:
+            return {}
+        stats = self.ticker.stats
+        return {
+            "pool": self.pool.status().as_dict(),
+            "interval_s": self.ticker.interval,
+            "ticks": {
+                "sent": stats.sent,
+                "completed": stats.completed,
+                "failed": dict(stats.failed),
+                "skipped_late": stats.skipped_late,
+                "skipped_overlap": stats.skipped_overlap,
+            },
+        }
 
     def _schedule_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (error := task.exception()) is not None:

@@ -132,13 +132,46 @@ class Pool:
             )
         raise WorkerError(f"every worker of pool {self.name!r} asked to be retired")
 
-    async def reset(self) -> None:
+    async def reset(self, reason: ExitReason = ExitReason.RESET) -> None:
         """Replace every worker, each successor ready before its predecessor leaves service."""
+        began = time.monotonic()
+        workers = len(self.keeper.serving)
         log.info(
-            f"resetting {len(self.keeper.serving)} workers of pool {self.name!r}",
-            extra={"event": "pool.reset", "plugin": self.name, "workers": len(self.keeper.serving)},
+            f"replacing {workers} workers of pool {self.name!r} ({reason.value})",
+            extra={"event": "pool.reset", "plugin": self.name, "workers": workers},
         )
-        await self.keeper.reset()
+        await self.keeper.reset(reason)
+        log.info(
+            f"pool {self.name!r}: {workers} workers replaced",
+            extra={
+                "event": "pool.reset_done",
+                "plugin": self.name,
+                "workers": workers,
+                "duration_ms": round((time.monotonic() - began) * 1000, 1),
+            },
+        )
+
+    def scale(self, workers: int) -> None:
+        """Keep `workers` in service from now on, rolling: surplus ones retire gracefully."""
+        log.info(
+            f"pool {self.name!r}: {self.size} -> {workers} workers",
+            extra={"event": "pool.scaled", "plugin": self.name, "old": self.size, "new": workers},
+        )
+        self.keeper.resize(workers)
+
+    async def reconfigure(
+        self, config: PoolConfig, spec: WorkerSpec, *, size_changed: bool, replace_workers: bool
+    ) -> None:
+        """A reload's new settings: applied in place; the size set anew when `num_workers`
+        changed (else a runtime `scale` stands); every worker replaced (rolling, no gap) when
+        the way workers are started changed."""
+        self.config = config
+        self.spec = spec
+        self.keeper.reconfigure(config, spec)
+        if size_changed:
+            self.scale(config.num_workers or available_cpus())
+        if replace_workers:
+            await self.reset(ExitReason.RELOAD)
 
     async def destroy(self) -> None:
         """Take no new work, let work in flight finish within `destroy_timeout`, stop every

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import random
@@ -39,6 +40,10 @@ from rrd.proc import ProcessRegistry, describe_exit, tree_memory
 from rrd.worker import WorkerProcess, WorkerSpec
 
 log = logging.getLogger("rrd.pool")
+
+RESET_PARTS = 4
+"""A reset replaces a pool in this many waves (at least one worker each): a few at a time, so
+that the successors' start-up does not take every CPU while the pool serves."""
 
 LIMIT_SPREAD = 0.15
 """ttl and max_jobs are drawn per worker up to this much above the setting: a pool's workers,
@@ -76,6 +81,14 @@ class PoolStatus:
     failures: int
     departures: dict[str, int]
     last_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the state as its name."""
+        return {**dataclasses.asdict(self), "state": self.state.value}
+
+
+def _all_left(workers: list[WorkerProcess]) -> bool:
+    return not any(w.state.in_service for w in workers)
 
 
 class Keeper:
@@ -216,30 +229,70 @@ class Keeper:
         self._replacing.add(worker)
         return self._starter(self._replace(worker, reason))
 
-    async def reset(self) -> None:
-        """Replace every worker in service, successors first; busy ones leave after their job.
+    async def reset(self, reason: ExitReason = ExitReason.RESET) -> None:
+        """Replace every worker in service, a quarter of the pool at a time, each successor
+        ready before its predecessor leaves service; busy ones leave after their job.
 
         Past `reset_timeout`, a predecessor still busy is killed (and said so); one whose
         successor cannot start keeps serving while the start is retried."""
         old = list(self.serving)
-        for worker in old:
-            self.replace(worker, ExitReason.RESET)
-        if not await self._until(
-            lambda: not any(w.state.in_service for w in old), self.config.reset_timeout
-        ):
-            stuck = [w for w in old if w.state.in_service]
-            busy = [w for w in stuck if w.state is WorkerState.DRAINING]
-            log.warning(
-                f"reset of pool {self.name!r} took over {self.config.reset_timeout:g}s; "
-                f"killing {len(busy)} busy workers, {len(stuck) - len(busy)} wait for a successor",
-                extra={
-                    "event": "pool.reset_timeout",
-                    "plugin": self.name,
-                    "worker_pids": [w.pid for w in stuck],
-                },
-            )
-            for worker in busy:
-                worker.condemn(ExitReason.RESET, "was still busy when the reset timed out")
+        batch = max(1, -(-self.target // RESET_PARTS))
+        deadline = self.clock.monotonic() + self.config.reset_timeout
+        for start in range(0, len(old), batch):
+            wave = [w for w in old[start : start + batch] if w.state.in_service]
+            for worker in wave:
+                self.replace(worker, reason)
+            remaining = deadline - self.clock.monotonic()
+            if not await self._until(functools.partial(_all_left, wave), remaining):
+                break
+        stuck = [w for w in old if w.state.in_service]
+        if not stuck:
+            return
+        busy = [w for w in stuck if w.state is WorkerState.DRAINING]
+        log.warning(
+            f"reset of pool {self.name!r} took over {self.config.reset_timeout:g}s; "
+            f"killing {len(busy)} busy workers, {len(stuck) - len(busy)} wait for a successor",
+            extra={
+                "event": "pool.reset_timeout",
+                "plugin": self.name,
+                "worker_pids": [w.pid for w in stuck],
+            },
+        )
+        for worker in busy:
+            worker.condemn(reason, f"was still busy when the {reason.value} timed out")
+        for worker in stuck:
+            if worker.state.in_service and worker not in self._replacing:
+                self.replace(worker, reason)
+
+    def resize(self, target: int) -> None:
+        """Keep `target` workers in service from now on: start the missing ones, retire the
+        surplus (idle ones first, busy ones after their job)."""
+        grown = target - self.target
+        self.target = target
+        if grown > 0:
+            for _ in range(grown):
+                self._starter(self._refill())
+            return
+        surplus = len(self.serving) - target
+        leaving = sorted(self.serving, key=lambda w: w.state is not WorkerState.READY)
+        for worker in leaving[: max(0, surplus)]:
+            self.retire(worker, ExitReason.SCALE_DOWN)
+        self._changed.set()
+
+    def reconfigure(self, config: PoolConfig, spec: WorkerSpec | None = None) -> None:
+        """New settings, applied in place: new limits are drawn for the workers in service and
+        the watcher restarts with the new periods. A new `spec` is used by the next starts."""
+        self.config = config
+        if spec is not None:
+            self.spec = spec
+        self.free.allocate_timeout = config.allocate_timeout
+        self.free.max_queue_size = config.max_queue_size
+        for worker in self.serving:
+            self._draw_limits(worker)
+        if self._watcher is not None and not self._closing:
+            self._watcher.cancel()
+            self._watcher = asyncio.ensure_future(self._watch_limits_and_health())
+            self._watch(self._watcher, "watch")
 
     async def stop_all(self) -> None:
         """Stop every worker: idle ones now, busy ones after their job, all within
@@ -310,11 +363,7 @@ class Keeper:
         if self._closing or len(self.serving) >= self.target:
             self._stop(worker, ExitReason.DESTROY if self._closing else ExitReason.SCALE_DOWN)
             return
-        limits = self.config.supervisor
-        if limits.ttl and worker.ready_at is not None:
-            worker.expires_at = worker.ready_at + limits.ttl * (1 + self._spread())
-        max_jobs = 1 if self.config.debug else self.config.max_jobs
-        worker.max_jobs = max_jobs + round(max_jobs * self._spread())
+        self._draw_limits(worker)
         self._ever_ready = True
         self.serving.add(worker)
         self.free.put(worker)
@@ -322,6 +371,15 @@ class Keeper:
         if worker.ready_at is not None:
             delay = max(0.0, worker.ready_at + self.config.restart.min_uptime - time.monotonic())
             asyncio.get_running_loop().call_later(delay, self._proven, worker)
+
+    def _draw_limits(self, worker: WorkerProcess) -> None:
+        """This worker's own ttl and max_jobs: the settings plus 0-15 % drawn for it."""
+        ttl = self.config.supervisor.ttl
+        worker.expires_at = None
+        if ttl and worker.ready_at is not None:
+            worker.expires_at = worker.ready_at + ttl * (1 + self._spread())
+        max_jobs = 1 if self.config.debug else self.config.max_jobs
+        worker.max_jobs = max_jobs + round(max_jobs * self._spread())
 
     def _spread(self) -> float:
         return self.rng.uniform(0, LIMIT_SPREAD)

@@ -62,11 +62,21 @@ def rrd(tmp_path: Path) -> Iterator[Any]:
     """Start `rrd serve` with a config written from YAML text; always stopped at test end."""
     started: list[Daemon] = []
 
-    def start(config: str, *args: str, env: dict[str, str] | None = None) -> Daemon:
-        path = tmp_path / ".rr.yaml"
-        path.write_text(config)
+    def start(
+        config: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        config_file: str | None = ".rr.yaml",
+    ) -> Daemon:
+        """`config` is written to tmp_path/`config_file` and served; with `config_file` None
+        the test passes its own `-c` in `args`."""
+        where: list[str] = []
+        if config_file is not None:
+            path = tmp_path / config_file
+            path.write_text(config)
+            where = ["-c", str(path)]
         process = subprocess.Popen(
-            [sys.executable, "-m", "rrd", "serve", "-c", str(path), *args],
+            [sys.executable, "-m", "rrd", "serve", *where, *args],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -83,11 +93,11 @@ def rrd(tmp_path: Path) -> Iterator[Any]:
         if daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait()
-        # nothing rrd started may outlive it
+        # nothing rrd started may outlive it (the kernel's parent-death signal takes a moment)
         for record in daemon.records:
             if record.get("event") == "worker.started":
                 pid = record["worker_pid"]
-                assert not group_alive(pid), f"worker {pid} outlived rrd"
+                wait_until(lambda pid=pid: not group_alive(pid), timeout=5)
 
 
 def config(

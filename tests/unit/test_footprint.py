@@ -10,7 +10,18 @@ from pathlib import Path
 from rrd.plugins.entrypoints import declared_anywhere
 from tests.helpers import ROOT
 
-HEAVY = ("email", "zipfile", "csv", "importlib.metadata", "dotenv", "tempfile", "bz2", "psutil")
+HEAVY = (
+    "email",
+    "zipfile",
+    "csv",
+    "importlib.metadata",
+    "dotenv",
+    "tempfile",
+    "bz2",
+    "psutil",
+    "_hashlib",  # OpenSSL's libcrypto, 2 MiB
+    "watchdog",  # only when watching
+)
 
 
 def test_serve_imports_nothing_heavy_it_does_not_use() -> None:
