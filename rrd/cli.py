@@ -94,7 +94,12 @@ def config_options(command: F) -> F:
 
 
 def load(
-    config_path: str, workdir: str | None, overrides: tuple[str, ...], dotenv: str | None
+    config_path: str,
+    workdir: str | None,
+    overrides: tuple[str, ...],
+    dotenv: str | None,
+    *,
+    validated: bool = True,
 ) -> Config:
     """The config, with every installed plugin's section known to the loader, validated as
     `serve` needs it: `config check` and `serve` refuse the same configs."""
@@ -105,7 +110,8 @@ def load(
         workdir=workdir,
         dotenv=dotenv,
     )
-    validate(config)
+    if validated:
+        validate(config)
     return config
 
 
@@ -229,13 +235,7 @@ def find_daemon(
     source = Path(os.path.abspath(root / config_path))
     listen = None
     try:
-        loaded = load_config(
-            config_path,
-            sections=registry.config_sections(registry.installed()),
-            overrides=overrides,
-            workdir=workdir,
-            dotenv=dotenv,
-        )
+        loaded = load(config_path, workdir, overrides, dotenv, validated=False)
         listen = loaded.rpc.listen if loaded.rpc is not None else None
     except RrdError as exc:
         click.echo(f"rrd: warning: {exc}; looking for rrd at its default address", err=True)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from rrd import __version__
 from rrd import logging as rrd_logging
 from rrd.clock import Clock, SystemClock
-from rrd.config import Action, Config, ReloadPlan, diff
+from rrd.config import Config, ReloadPlan, diff
 from rrd.control.server import ControlServer, Method
 from rrd.errors import EX_SOFTWARE, ConfigError, RrdError
 from rrd.notify import Notifier
@@ -364,49 +364,61 @@ class Daemon:
 
     async def _reload(self, *, reset: bool, source: str) -> dict[str, Any]:
         """Re-read the config; if it is broken keep the old one and say why; else do what the
-        diff says, the least. With `reset` (SIGHUP, `rrd reload`) every pool is replaced too."""
+        diff says, the least. With `reset` (SIGHUP, `rrd reload`) every pool is replaced too,
+        but for those the new config already made replace theirs."""
         self.state = DaemonState.RELOADING
         self.notifier.reloading(f"reloading {self.config.source} ({source})")
         began = time.monotonic()
         self._reloads += 1
-        replaced: set[str] = set()
+        changes: list[str] = []
+        restart: list[str] = []
+        error: str | None = None
         try:
-            new = await self._read_config()
-        except ConfigError as exc:
-            log.error(
-                f"config rejected, the running one stays: {exc}",
-                extra={"event": "config.rejected", "source": source, "error": str(exc)},
-            )
-            outcome = self._outcome(False, source, began, error=str(exc))
-        else:
-            plan = diff(self.config, new)
-            replaced = await self._apply(new, plan)
-            outcome = self._outcome(True, source, began, plan=plan)
-            log.info(
-                f"config reloaded ({source}): "
-                + ("; ".join(outcome.changes) if outcome.changes else "no change"),
-                extra={
-                    "event": "config.reloaded",
-                    "source": source,
-                    "changes": outcome.changes,
-                    "restart_needed": outcome.restart_needed,
-                    "duration_ms": outcome.duration_ms,
-                },
-            )
-        try:
+            try:
+                new = await self._read_config()
+            except ConfigError as exc:
+                error = str(exc)
+                log.error(
+                    f"config rejected, the running one stays: {exc}",
+                    extra={"event": "config.rejected", "source": source, "error": error},
+                )
+                replaced: set[str] = set()
+            else:
+                plan = diff(self.config, new)
+                replaced = await self._apply(new, plan)
+                changes = plan.summary()
+                restart = [c.describe() for c in plan.restart_needed()]
+                log.info(
+                    f"config reloaded ({source}): {'; '.join(changes) or 'no change'}",
+                    extra={
+                        "event": "config.reloaded",
+                        "source": source,
+                        "changes": changes,
+                        "restart_needed": restart,
+                        "duration_ms": round((time.monotonic() - began) * 1000, 1),
+                    },
+                )
             if reset:
                 names = [p.name for p in self._plugins(None, Resettable) if p.name not in replaced]
-                await self._reset(names)
+                if names:
+                    await self._reset(names)
         finally:
-            self.last_reload = outcome = self._outcome(
-                outcome.applied, source, began, plan=None, error=outcome.error, base=outcome
+            self.last_reload = ReloadOutcome(
+                generation=self._reloads,
+                applied=error is None,
+                source=source,
+                changes=changes,
+                restart_needed=restart,
+                error=error,
+                at=time.time(),
+                duration_ms=round((time.monotonic() - began) * 1000, 1),
             )
             if self.state is DaemonState.RELOADING:
                 self.state = DaemonState.RUNNING
             if self._watcher is not None:
                 self._watcher.rearm()  # a swapped symlink points somewhere else now
             self.notifier.ready(self.status_line())
-        return asdict(outcome)
+        return asdict(self.last_reload)
 
     async def _read_config(self) -> Config:
         """Load the config in a thread of its own: reading files must not block the loop, and
@@ -490,33 +502,6 @@ class Daemon:
         if unknown:
             raise RpcError(f"no such plugin: {', '.join(unknown)}; known: {', '.join(known)}")
         return [known[n] for n in names]
-
-    def _outcome(
-        self,
-        applied: bool,
-        source: str,
-        began: float,
-        *,
-        plan: ReloadPlan | None = None,
-        error: str | None = None,
-        base: ReloadOutcome | None = None,
-    ) -> ReloadOutcome:
-        changes = plan.summary() if plan is not None else (base.changes if base else [])
-        restart = (
-            [c.describe() for c in plan.by_action(Action.RESTART)]
-            if plan is not None
-            else (base.restart_needed if base else [])
-        )
-        return ReloadOutcome(
-            generation=self._reloads,
-            applied=applied,
-            source=source,
-            changes=changes,
-            restart_needed=restart,
-            error=error,
-            at=time.time(),
-            duration_ms=round((time.monotonic() - began) * 1000, 1),
-        )
 
     # Stop
 

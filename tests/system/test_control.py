@@ -183,3 +183,24 @@ def read_frames(client: socket.socket) -> list[Any]:
         frames = decoder.feed(chunk)
         if frames:
             return frames
+
+
+def test_a_stuck_client_blocks_no_other(served: tuple[Any, Any], tmp_path: Path) -> None:
+    """One client sends half a call and goes silent; another sends 200 calls and never reads
+    the replies: a third still gets its answers, and rrd still ticks."""
+    _, ctl = served
+    path = str(tmp_path / "rrd.sock")
+    stuck, silent = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+    try:
+        stuck.connect(path)
+        stuck.sendall(encode_request(1, "rrd.Status", None).encode()[:15])
+        silent.connect(path)
+        for n in range(200):  # calls whose replies it never reads
+            silent.sendall(encode_request(n, "rrd.Status", None).encode())
+        for _ in range(3):
+            assert ctl("status", "--json").returncode == 0
+    finally:
+        stuck.close()
+        silent.close()
+    ticks = len(read_ticks(tmp_path / "ticks.jsonl"))
+    wait_until(lambda: len(read_ticks(tmp_path / "ticks.jsonl")) > ticks + 5)
