@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench man test-systemd clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "rrd needs Python >= 3.11")'
@@ -21,12 +21,20 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rrd tests bench examples
-	$(VENV)/bin/ruff format --check rrd tests bench examples
+	$(VENV)/bin/ruff check rrd tests bench examples tools
+	$(VENV)/bin/ruff format --check rrd tests bench examples tools
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) bench/codec.py
+
+# The man pages are generated from the click commands and the config schema, and committed.
+man: $(STAMP)
+	$(PY) tools/man.py man
+
+# rrd under a real systemd (257, in a Debian 13 root booted with systemd-nspawn); needs root.
+test-systemd: $(STAMP)
+	bash tests/systemd/run.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

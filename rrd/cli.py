@@ -66,6 +66,7 @@ def config_options(command: F) -> F:
             "config_path",
             default=".rr.yaml",
             show_default=True,
+            metavar="FILE",
             help="Config file, relative to the working directory.",
         ),
         click.option(
@@ -126,7 +127,9 @@ def cli(ctx: click.Context) -> None:
 
 
 PIDFILE = click.option(
-    "--pidfile", type=click.Path(dir_okay=False), help="rrd's pid file (serve writes it)."
+    "--pidfile",
+    type=click.Path(dir_okay=False),
+    help="rrd's pid file: serve writes it; the other commands find rrd's control socket beside it.",
 )
 
 
@@ -305,7 +308,7 @@ def reset(plugins: tuple[str, ...], **where: Any) -> None:
 @cli.command()
 @operator_command
 def reload(**where: Any) -> None:
-    """SIGHUP the daemon (re-read the config, then replace every worker) and wait until done.
+    """Send rrd a SIGHUP (re-read the config, then replace every worker) and wait until done.
 
     Exit 0 when the config was applied, 78 with its one-line error when it was rejected (rrd
     keeps running the old one)."""
@@ -334,8 +337,14 @@ def reload(**where: Any) -> None:
 @cli.command()
 @operator_command
 @click.option("--now", is_flag=True, help="Kill every worker at once instead of a graceful stop.")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the exit.")
-def stop(now: bool, timeout: float, **where: Any) -> None:
+@click.option(
+    "--timeout",
+    default=120,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the exit.",
+)
+def stop(now: bool, timeout: int, **where: Any) -> None:
     """Stop the daemon (gracefully unless --now) and wait until it has exited."""
     with find_daemon(**where) as client:
         pid = client.call("rrd.Status")["pid"]

@@ -12,6 +12,7 @@ import errno
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,9 @@ def cpu_percent(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
-        with open("/proc/uptime", "rb") as uptime:
-            now = float(uptime.read().split()[0])
     except (OSError, ValueError, IndexError):
         return 0.0
+    now = time.clock_gettime(time.CLOCK_BOOTTIME)  # /proc/uptime's clock, without /proc
     used = (int(fields[11]) + int(fields[12])) / _TICKS
     lived = now - int(fields[19]) / _TICKS
     return round(100 * used / lived, 1) if lived > 0 else 0.0

@@ -22,7 +22,8 @@ from rrd.config.units import format_duration, format_size
 
 __all__ = ["SettingDoc", "iter_settings", "render_docs"]
 
-_OPTIONAL_SECTIONS = {"rpc"}  # core sections whose absence turns a feature off
+_OPTIONAL_SECTIONS = {"rpc": "the control socket is a unix socket, and workers get no RR_RPC"}
+"""Core sections that may be absent, and what their absence means."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def iter_settings(sections: Mapping[str, type] = {}) -> Iterator[SettingDoc]:
         help = _first_line(cls)
         default = "absent" if name in _OPTIONAL_SECTIONS else ""
         if name in _OPTIONAL_SECTIONS:
-            help += " Absent: off."
+            help += f" Absent: {_OPTIONAL_SECTIONS[name]}."
         elif name not in CORE_SECTIONS:
             help += " Absent: the plugin is off."
         yield SettingDoc(name, "section", default, help.strip())

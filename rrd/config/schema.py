@@ -335,8 +335,9 @@ class RestartConfig:
 
     min_uptime: Duration = setting(
         1.0,
-        "A worker that exits before it served one payload or lived this long after its start "
-        "failed to start; respawns after failed starts back off.",
+        "How long a worker must live after its start, unless it served a payload sooner, for "
+        "its start to count as good; an earlier exit is a failed start, and respawns after "
+        "failed starts back off.",
         minimum=0,
     )
     initial_delay: Duration = setting(
@@ -593,11 +594,11 @@ class LogsConfig:
 
 @dataclass(frozen=True)
 class RpcConfig:
-    """The control socket that `rrd workers`, `rrd reset` and PHP's RPC client talk to."""
+    """Where the control socket listens (rrd status, rrd reload, PHP's RPC client), as RR_RPC."""
 
     listen: str = setting(
         "tcp://127.0.0.1:6001",
-        "Address: tcp://HOST:PORT or unix:///path/to/socket.",
+        "Address: tcp://HOST:PORT or unix:///path/to/socket; workers get it as RR_RPC.",
         check=_check_listen,
     )
 

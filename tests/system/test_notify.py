@@ -84,8 +84,8 @@ def test_systemd_hears_ready_reloading_stopping_and_watchdog_in_order(
     systemd.wait_for("READY", count=3)
 
     save(tmp_path / ".rr.yaml", config(interval="soon", workers=2))
-    systemd.wait_for("READY", count=4)
-    assert "config rejected" in systemd.received()[-1]["STATUS"]
+    readies = systemd.wait_for("READY", count=4)
+    assert "config rejected" in readies[-1]["STATUS"]
 
     pings = len([m for m in systemd.received() if "WATCHDOG" in m])
     daemon.signal(signal.SIGTERM)

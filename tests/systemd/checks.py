@@ -1,0 +1,555 @@
+"""The checks of the systemd stage: rrd.service under a real systemd, driven from the host.
+
+Run by tests/systemd/run.sh once the container has booted and rrd is installed in it; stdlib
+only, run by the host's Python. Every command runs inside the container through
+`nsenter -t LEADER -a`, with a clean environment and a timeout. Each check prints `PASS name`
+or `FAIL name: why`; a failed check never stops the next one. The counts go to --counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+UNIT = "rrd.service"
+CONFIG = "/etc/rrd/rr.yaml"
+WORKER = "/usr/lib/rrd-test/ticker_worker.py"
+UNITS_DIR = "/root/rrd-units"  # the shipped units, as they are in contrib/systemd
+BOOT_DELAY = 0.3  # seconds each worker takes to start: a reset of 2 takes at least 0.6s
+ENV = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "SYSTEMD_PAGER="]
+
+
+class Failed(Exception):
+    """A check failed; the message says what was expected and what was seen."""
+
+
+def config(interval: str = "200ms", grandchild: bool = False) -> str:
+    return f"""version: "3"
+server:
+  command: "/opt/rrd/bin/python3 {WORKER}"
+  env:
+    RRD_TEST_GRANDCHILD: "{1 if grandchild else 0}"
+    RRD_TEST_BOOT_DELAY: "{BOOT_DELAY}"
+logs:
+  mode: production
+  level: info
+ticker:
+  interval: {interval}
+  exec_timeout: 5s
+  pool:
+    num_workers: 2
+    destroy_timeout: 5s
+    kill_timeout: 1s
+"""
+
+
+BROKEN = """version: "3"
+server:
+  command: "/opt/rrd/bin/python3 /usr/lib/rrd-test/ticker_worker.py"
+ticker:
+  interval: [not a duration
+"""
+
+
+class Container:
+    def __init__(self, leader: int) -> None:
+        self.leader = leader
+
+    def run(
+        self, *argv: str, timeout: float = 30, stdin: str | None = None, env: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        command = ["nsenter", "-t", str(self.leader), "-a", *ENV, *env, *argv]
+        try:
+            return subprocess.run(
+                command, input=stdin, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise Failed(f"`{' '.join(argv)}` did not return within {timeout:g}s") from None
+
+    def ok(self, *argv: str, timeout: float = 30, **kw: Any) -> str:
+        done = self.run(*argv, timeout=timeout, **kw)
+        if done.returncode != 0:
+            raise Failed(
+                f"`{' '.join(argv)}` exited {done.returncode}: "
+                f"{(done.stderr or done.stdout).strip()[-600:]}"
+            )
+        return done.stdout
+
+    def show(self, *props: str) -> dict[str, str]:
+        out = self.ok("systemctl", "show", UNIT, *(f"-p{p}" for p in props))
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def prop(self, name: str) -> str:
+        return self.show(name).get(name, "")
+
+    def rrd(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """The rrd CLI as an operator runs it: as root, finding the socket in /run/rrd."""
+        return self.run(
+            "rrd", *args, "-c", CONFIG, timeout=timeout, env=("RUNTIME_DIRECTORY=/run/rrd",)
+        )
+
+    def status(self) -> dict[str, Any]:
+        done = self.rrd("status", "--json")
+        if done.returncode != 0:
+            raise Failed(f"`rrd status --json` exited {done.returncode}: {done.stderr.strip()}")
+        return json.loads(done.stdout)
+
+    def workers(self) -> set[int]:
+        done = self.rrd("workers", "--json")
+        if done.returncode != 0:
+            raise Failed(f"`rrd workers --json` exited {done.returncode}: {done.stderr.strip()}")
+        return {row["pid"] for rows in json.loads(done.stdout).values() for row in rows}
+
+    def unit_processes(self) -> dict[int, str]:
+        """Every process in the unit's cgroup: pid -> command line."""
+        done = self.run(
+            "busctl", "--json=short", "call", "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+            "GetUnitProcesses", "s", UNIT,
+        )  # fmt: skip
+        if done.returncode != 0:
+            return {}  # an inactive unit has no processes (and no cgroup)
+        return {pid: cmd for _, pid, cmd in json.loads(done.stdout)["data"][0]}
+
+    def alive(self, pids: set[int]) -> set[int]:
+        """Those of `pids` that still exist (zombies count as gone)."""
+        if not pids:
+            return set()
+        script = (
+            'for p in "$@"; do s=$(sed "s/.*) //" /proc/$p/stat 2>/dev/null | cut -c1) && '
+            '[ -n "$s" ] && [ "$s" != Z ] && echo $p; done; true'
+        )
+        out = self.ok("sh", "-c", script, "sh", *map(str, sorted(pids)))
+        return {int(line) for line in out.split()}
+
+    def kill(self, signal: str, pid: int) -> None:
+        """The shell's kill (minbase Debian has no /bin/kill: that is procps)."""
+        self.ok("sh", "-c", f'kill -{signal} "$1"', "sh", str(pid))
+
+    def write_config(self, text: str) -> None:
+        """An editor's atomic save: a temporary file in the same directory, renamed over."""
+        self.ok(
+            "sh", "-c",
+            "umask 022; cat > /etc/rrd/.rr.yaml.new && mv -f /etc/rrd/.rr.yaml.new " + CONFIG,
+            stdin=text,
+        )  # fmt: skip
+
+    def cursor(self) -> str:
+        out = self.ok("journalctl", "-n1", "-o", "json", "--no-pager")
+        return json.loads(out.splitlines()[-1])["__CURSOR"] if out.strip() else ""
+
+    def journal(self, after: str = "", unit: str = UNIT) -> list[dict[str, Any]]:
+        argv = ["journalctl", "-u", unit, "-o", "json", "--no-pager"]
+        if after:
+            argv.append(f"--after-cursor={after}")
+        out = self.ok(*argv, timeout=60)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def systemd_says(self, after: str) -> list[str]:
+        """What PID 1 logged about the unit since the cursor."""
+        return [text(e.get("MESSAGE")) for e in self.journal(after) if e.get("_PID") == "1"]
+
+
+def text(message: Any) -> str:
+    """journalctl -o json gives a non-UTF-8 MESSAGE as a list of bytes."""
+    if isinstance(message, list):
+        return bytes(message).decode("utf-8", "replace")
+    return message if isinstance(message, str) else repr(message)
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
+    """The first true value of predicate(); Failed naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Failed as exc:
+            last_error = exc
+        if time.monotonic() > deadline:
+            extra = f" (last error: {last_error})" if last_error else ""
+            raise Failed(f"{what} not within {timeout:g}s{extra}")
+        time.sleep(every)
+
+
+class Stage:
+    def __init__(self, box: Container) -> None:
+        self.box = box
+        self.passed = 0
+        self.failed = 0
+        self.main_pids: set[int] = set()  # every MainPID rrd had: its journal lines are checked
+        self.old_units_processes: dict[int, str] = {}
+
+    def check(self, name: str, body: Callable[[], str | None]) -> None:
+        began = time.monotonic()
+        try:
+            note = body()
+        except Failed as exc:
+            self.failed += 1
+            print(f"FAIL {name}: {exc} ({time.monotonic() - began:.1f}s)", flush=True)
+            return
+        except Exception as exc:  # a bug in this harness: still a failed check, and why
+            self.failed += 1
+            print(f"FAIL {name}: harness error {type(exc).__name__}: {exc}", flush=True)
+            return
+        self.passed += 1
+        suffix = f": {note}" if note else ""
+        print(f"PASS {name}{suffix} ({time.monotonic() - began:.1f}s)", flush=True)
+
+    def main_pid(self) -> int:
+        pid = int(self.box.prop("MainPID") or 0)
+        if pid:
+            self.main_pids.add(pid)
+        return pid
+
+    def serving(self, pid: int | None = None) -> dict[str, str]:
+        """The unit is active/running, STATUS= says 2/2 workers, and rrd answers."""
+        state = self.box.show("ActiveState", "SubState", "StatusText", "MainPID")
+        if (state.get("ActiveState"), state.get("SubState")) != ("active", "running"):
+            return {}
+        if not re.search(r"ticker: 2/2 workers", state.get("StatusText", "")):
+            return {}
+        if pid is not None and int(state["MainPID"]) == pid:
+            return {}
+        if self.box.status().get("pid") != int(state["MainPID"]):
+            return {}
+        self.main_pids.add(int(state["MainPID"]))
+        return state
+
+    # 1
+    def start(self) -> str:
+        began = time.monotonic()
+        self.box.ok("systemctl", "start", UNIT, timeout=60)
+        took = time.monotonic() - began
+        state = self.box.show("ActiveState", "SubState", "StatusText", "MainPID")
+        self.main_pids.add(int(state["MainPID"]))
+        if (state["ActiveState"], state["SubState"]) != ("active", "running"):
+            raise Failed(f"after `systemctl start` the unit is {state}")
+        if not re.search(r"ticker: 2/2 workers", state["StatusText"]):
+            raise Failed(f"StatusText is {state['StatusText']!r}, expected 'ticker: 2/2 workers'")
+        report = self.box.status()
+        pool = report["plugins"]["ticker"]["pool"]
+        if report["state"] != "running" or pool["ready"] + pool["busy"] != 2:
+            raise Failed(
+                f"systemctl start returned before rrd was ready: {report['state']}, {pool}"
+            )
+        return f"ready in {took:.2f}s, StatusText={state['StatusText']!r}"
+
+    # 2
+    def reload(self) -> str:
+        pid = self.main_pid()
+        before = self.box.workers()
+        if len(before) != 2:
+            raise Failed(f"expected 2 workers before the reload, rrd lists {sorted(before)}")
+        cursor = self.box.cursor()
+        began = time.monotonic()
+        self.box.ok("systemctl", "reload", UNIT, timeout=60)
+        took = time.monotonic() - began
+        if took < 2 * BOOT_DELAY:
+            raise Failed(
+                f"`systemctl reload` returned in {took:.2f}s, before 2 workers that take "
+                f"{BOOT_DELAY}s each to start could have been replaced"
+            )
+        after = self.box.workers()
+        if before & after or len(after) != 2:
+            raise Failed(
+                f"`systemctl reload` returned 0 with workers {sorted(after)} serving; "
+                f"before it: {sorted(before)} (every one should have been replaced)"
+            )
+        if self.main_pid() != pid:
+            raise Failed(f"rrd's MainPID changed over a reload: {pid} -> {self.main_pid()}")
+        wait_until(
+            f"the replaced workers {sorted(before)} to exit", lambda: not self.box.alive(before), 15
+        )
+        done = [
+            json.loads(text(e["MESSAGE"]))
+            for e in self.box.journal(cursor)
+            if '"pool.reset_done"' in text(e.get("MESSAGE"))
+        ]
+        reset = f", rrd's reset took {done[-1]['duration_ms']:g}ms" if done else ""
+        return f"returned in {took:.2f}s{reset}; workers {sorted(before)} -> {sorted(after)}"
+
+    # 3
+    def file_reload(self) -> str:
+        pid = self.main_pid()
+        seen: list[str] = []
+        cursor = self.box.cursor()
+        self.box.ok("systemd-analyze", "log-level", "debug")  # PID 1 logs each state change
+        try:
+            self.box.write_config(config(interval="300ms"))
+
+            def back_to_running() -> bool:
+                seen.append(self.box.prop("SubState"))
+                said = self.box.systemd_says(cursor)
+                return any("Changed reload-notify -> running" in m for m in said)
+
+            wait_until("the unit going reload-notify -> running", back_to_running, 20, every=0.02)
+        finally:
+            self.box.run("systemd-analyze", "log-level", "info")
+        said = self.box.systemd_says(cursor)
+        if not any("Changed running -> reload-notify" in m for m in said):
+            raise Failed(f"systemd never put the unit in reload-notify; it said: {said[-10:]}")
+        interval = wait_until(
+            "rrd status showing interval_s 0.3",
+            lambda: self.box.status()["plugins"]["ticker"].get("interval_s") == 0.3,
+            10,
+        )
+        assert interval
+        if self.main_pid() != pid:
+            raise Failed("rrd restarted instead of reloading")
+        records = [
+            json.loads(text(e["MESSAGE"]))
+            for e in self.box.journal(cursor)
+            if '"config.reloaded"' in text(e.get("MESSAGE"))
+        ]
+        reloaded = [
+            r
+            for r in records
+            if r.get("source") == "file" and any("ticker.interval" in c for c in r["changes"])
+        ]
+        if not reloaded:
+            raise Failed(f"no config.reloaded line for the saved file; rrd logged: {records}")
+        polled = "seen by polling too" if "reload-notify" in seen else "too brief for polling"
+        return f"running -> reload-notify -> running (PID 1's log; {polled}); {reloaded[-1]['msg']}"
+
+    # 4
+    def broken_config(self) -> str:
+        pid = self.main_pid()
+        before = self.box.workers()
+        self.box.write_config(BROKEN)
+        status = wait_until(
+            "StatusText saying 'config rejected'",
+            lambda: "config rejected" in (s := self.box.prop("StatusText")) and s,
+            15,
+        )
+        state = self.box.show("ActiveState", "SubState", "MainPID")
+        if (state["ActiveState"], state["SubState"], int(state["MainPID"])) != (
+            "active", "running", pid
+        ):  # fmt: skip
+            raise Failed(f"a broken config took the unit to {state} (rrd was {pid})")
+        now = self.box.workers()
+        if now != before:
+            raise Failed(
+                f"a rejected config changed the workers: {sorted(before)} -> {sorted(now)}"
+            )
+        self.box.write_config(config(interval="200ms"))
+        wait_until(
+            "StatusText without 'config rejected' after the good config came back",
+            lambda: "config rejected" not in self.box.prop("StatusText"),
+            15,
+        )
+        wait_until(
+            "interval_s back to 0.2",
+            lambda: self.box.status()["plugins"]["ticker"].get("interval_s") == 0.2,
+            10,
+        )
+        return f"StatusText={status!r}; restored"
+
+    # 5
+    def watchdog(self) -> str:
+        pid = self.main_pid()
+        restarts = int(self.box.prop("NRestarts"))
+        cursor = self.box.cursor()
+        began = time.monotonic()
+        self.box.kill("STOP", pid)
+        state = wait_until(
+            "a new rrd serving after SIGSTOP", lambda: self.serving(pid), 45, every=0.2
+        )
+        took = time.monotonic() - began
+        said = self.box.systemd_says(cursor)
+        if not any("atchdog timeout" in m for m in said):
+            raise Failed(f"systemd did not log a watchdog timeout; it said: {said[-8:]}")
+        if not any("result 'watchdog'" in m for m in said):
+            raise Failed(f"no \"Failed with result 'watchdog'\"; systemd said: {said[-8:]}")
+        now = int(self.box.prop("NRestarts"))
+        if now != restarts + 1:
+            raise Failed(f"NRestarts went {restarts} -> {now}, expected one restart")
+        if self.box.alive({pid}):
+            raise Failed(f"the stopped rrd {pid} is still there")
+        return f"rrd {pid} -> {state['MainPID']} in {took:.1f}s, NRestarts {restarts} -> {now}"
+
+    # 6
+    def kill9(self) -> str:
+        pid = self.main_pid()
+        before = self.box.workers()
+        cursor = self.box.cursor()
+        self.box.write_config(config(grandchild=True))  # workers replaced by ones that double-fork
+
+        def grandchildren() -> set[int]:
+            said = [text(e.get("MESSAGE")) for e in self.box.journal(cursor)]
+            found = {int(n) for m in said for n in re.findall(r"grandchild (\d+)", m)}
+            workers = self.box.workers()
+            return (
+                found if len(found) >= 2 and len(workers) == 2 and not workers & before else set()
+            )
+
+        left = wait_until(
+            "two workers with a double-forked grandchild each", grandchildren, 30, 0.3
+        )
+        procs = self.box.unit_processes()
+        if not left <= set(procs):
+            raise Failed(f"grandchildren {sorted(left)} are not in the unit's cgroup: {procs}")
+        workers = self.box.workers()
+        old = set(procs) | workers | left
+        cursor = self.box.cursor()
+        self.box.kill("KILL", pid)
+        state = wait_until("a new rrd serving after SIGKILL", lambda: self.serving(pid), 30, 0.2)
+        try:
+            wait_until("every process of the killed rrd gone", lambda: not self.box.alive(old), 10)
+        except Failed:
+            left_over = {p: procs.get(p, "?") for p in self.box.alive(old)}
+            raise Failed(
+                f"processes of the killed rrd {pid} are still running: {left_over}"
+            ) from None
+        said = self.box.systemd_says(cursor)
+        if not any("result 'signal'" in m for m in said):
+            raise Failed(f"no \"Failed with result 'signal'\"; systemd said: {said[-8:]}")
+        return (
+            f"rrd {pid} -> {state['MainPID']}; gone: workers {sorted(workers)}, "
+            f"grandchildren {sorted(left)}"
+        )
+
+    # 8
+    def stop(self) -> str:
+        pid = self.main_pid()
+        procs = self.box.unit_processes()
+        cursor = self.box.cursor()
+        began = time.monotonic()
+        self.box.ok("systemctl", "stop", UNIT, timeout=120)
+        took = time.monotonic() - began
+        state = self.box.show("ActiveState", "Result", "ExecMainStatus")
+        if state["Result"] != "success" or state["ActiveState"] != "inactive":
+            raise Failed(f"after `systemctl stop`: {state}")
+        if state["ExecMainStatus"] != "0":
+            raise Failed(f"rrd exited {state['ExecMainStatus']}, expected 0")
+        left = self.box.alive(set(procs))
+        if left:
+            raise Failed(f"still running after the stop: {sorted(left)}")
+        said = self.box.systemd_says(cursor)
+        killed = [m for m in said if "Killing process" in m]
+        if killed:
+            raise Failed(f"rrd exited leaving processes that systemd had to kill: {killed}")
+        return f"stopped in {took:.2f}s; its {len(procs)} processes (rrd {pid} and below) are gone"
+
+    # 7
+    def journal_json(self) -> str:
+        entries = self.box.journal()
+        ours = [e for e in entries if e.get("_PID") and int(e["_PID"]) in self.main_pids]
+        if not ours:
+            raise Failed(f"no journal line from rrd (pids {sorted(self.main_pids)})")
+        events: dict[str, int] = {}
+        for entry in ours:
+            message = text(entry.get("MESSAGE"))
+            try:
+                record = json.loads(message)
+            except ValueError:
+                raise Failed(
+                    f"rrd {entry['_PID']} wrote a line that is not JSON: {message[:300]!r}"
+                ) from None
+            if not isinstance(record, dict) or not {"ts", "level", "event"} <= record.keys():
+                raise Failed(f"a line lacks ts, level or event: {message[:300]!r}")
+            events[record["event"]] = events.get(record["event"], 0) + 1
+        strangers = {
+            e.get("_PID")
+            for e in entries
+            if e.get("_PID") not in (None, "1") and int(e["_PID"]) not in self.main_pids
+        }
+        if strangers:
+            raise Failed(f"journal lines from processes that are not rrd: pids {sorted(strangers)}")
+        return f"{len(ours)} lines from rrd pids {sorted(self.main_pids)}, {len(events)} events"
+
+    # 10
+    def bad_config_at_start(self) -> str:
+        cursor = self.box.cursor()
+        self.box.write_config(BROKEN)
+        try:
+            done = self.box.run("systemctl", "start", UNIT, timeout=60)
+            if done.returncode == 0:
+                raise Failed("`systemctl start` succeeded with a broken config")
+            time.sleep(1.5)  # a restart would come after RestartSec=200ms
+            state = self.box.show("ActiveState", "ExecMainStatus")
+            if (state["ActiveState"], state["ExecMainStatus"]) != ("failed", "78"):
+                raise Failed(f"expected failed with exit 78, got {state}")
+            restarts = [m for m in self.box.systemd_says(cursor) if "Scheduled restart" in m]
+            if restarts:
+                raise Failed(f"exit 78 was restarted: {restarts}")
+            said = [
+                text(e.get("MESSAGE"))
+                for e in self.box.journal(cursor)
+                if e.get("SYSLOG_IDENTIFIER") == "rrd"
+            ]
+            if not any(CONFIG in m for m in said):
+                raise Failed(f"rrd did not say what is wrong with {CONFIG}: {said}")
+        finally:
+            self.box.write_config(config())
+            self.box.run("systemctl", "reset-failed", UNIT)
+        return f"failed, not restarted; rrd said: {said[-1]!r}"
+
+    # 9
+    def lint(self) -> str:
+        units = [f"{UNITS_DIR}/rrd.service", f"{UNITS_DIR}/rrd@.service"]
+        done = self.box.run("systemd-analyze", "verify", "--man=no", *units, timeout=60)
+        output = (done.stdout + done.stderr).strip()
+        if done.returncode != 0 or output:
+            raise Failed(f"systemd-analyze verify (exit {done.returncode}) said: {output}")
+        # The systemd-252 drop-in parses too (a minbase root has no /bin/kill: that is procps).
+        done = self.box.run(
+            "systemd-analyze", "verify", "--man=no", f"{UNITS_DIR}-252/rrd.service", timeout=60
+        )
+        complaints = [
+            line
+            for line in (done.stdout + done.stderr).splitlines()
+            if line.strip() and "Command /bin/kill is not executable" not in line
+        ]
+        if complaints:
+            raise Failed(f"rrd.service with systemd-252.conf: {complaints}")
+        scores = []
+        for unit in (f"{UNITS_DIR}/rrd.service", f"{UNITS_DIR}/rrd@.service"):
+            security = ("systemd-analyze", "security", "--offline=yes", "--threshold=20")
+            done = self.box.run(*security, "--no-pager", unit, timeout=60)
+            found = re.search(r"Overall exposure level for (\S+): ([\d.]+) (.*)", done.stdout)
+            if not found:
+                raise Failed(f"no exposure for {unit}: {(done.stdout + done.stderr)[-400:]}")
+            scores.append(f"{found[1]} {found[2]} {found[3].strip()}")
+            if done.returncode != 0:
+                raise Failed(f"{unit}: exposure {found[2]} is over 2.0 (exit {done.returncode})")
+        return "; ".join(scores)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--print-config", action="store_true", help="print the test config")
+    parser.add_argument("--leader", type=int, help="the container's PID 1, as the host sees it")
+    parser.add_argument("--counts", help="file to write 'PASSED FAILED' to")
+    args = parser.parse_args()
+    if args.print_config:
+        print(config(), end="")
+        return 0
+    if not args.leader or not args.counts:
+        parser.error("--leader and --counts are needed")
+    stage = Stage(Container(args.leader))
+    stage.check("1 start-ready", stage.start)
+    stage.check("2 reload-replaces-workers", stage.reload)
+    stage.check("3 atomic-save-reload-notify", stage.file_reload)
+    stage.check("4 broken-config-rejected", stage.broken_config)
+    stage.check("5 watchdog-restart", stage.watchdog)
+    stage.check("6 kill9-leaves-nothing", stage.kill9)
+    stage.check("8 stop-success", stage.stop)
+    stage.check("7 journal-json", stage.journal_json)
+    stage.check("9 lint-units", stage.lint)
+    stage.check("10 bad-config-at-start", stage.bad_config_at_start)
+    with open(args.counts, "w") as counts:
+        counts.write(f"{stage.passed} {stage.failed}\n")
+    return 1 if stage.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Scripts for developing rrd (`make man`); not part of the installed package."""
