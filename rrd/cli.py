@@ -37,7 +37,7 @@ from rrd.errors import (
 )
 from rrd.notify import Notifier
 from rrd.plugins import registry
-from rrd.proc import ProcessRegistry, parent_death_launcher
+from rrd.proc import ProcessRegistry, alive, parent_death_launcher
 from rrd.protocol.rpc import RpcError
 from rrd.signals import EarlySignals
 from rrd.worker import install_child_watcher
@@ -350,9 +350,9 @@ def stop(now: bool, timeout: int, **where: Any) -> None:
         pid = client.call("rrd.Status")["pid"]
         client.call("rrd.Stop", {"now": now})
     deadline = time.monotonic() + timeout
-    while running(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if running(pid):
+    if alive(pid):
         raise OperationFailed(f"rrd {pid} is still stopping after {timeout:g}s")
     click.echo(f"stopped rrd {pid}")
 
@@ -367,15 +367,6 @@ def scale(plugin: str, workers: str, **where: Any) -> None:
     with find_daemon(**where) as client:
         result = client.call("rrd.Scale", {"plugin": plugin, "workers": workers})
     click.echo(f"{plugin}: {result['was']} -> {result['workers']} workers")
-
-
-def running(pid: int) -> bool:
-    """The process exists and has not exited (a zombie waits only for its parent)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != b"Z"
 
 
 def read_pidfile(path: str) -> int:

@@ -100,6 +100,8 @@ class Request:
     command: Command
     args: Mapping[str, Any] = field(default_factory=dict)
     reply: asyncio.Future[Any] | None = None
+    folded: list[Request] = field(default_factory=list)
+    """Requests coalesced into this one: they get its outcome."""
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,6 @@ class Daemon:
         """Repeated reloads become one (with a reset if any asked for one), repeated resets
         of the same plugins one; every waiting caller gets the outcome of the one that ran."""
         merged: list[Request] = []
-        followers: dict[int, list[Request]] = {}
         for request in requests:
             twin = next((m for m in merged if _same(m, request)), None)
             if twin is None:
@@ -263,14 +264,7 @@ class Daemon:
                 continue
             if request.command is Command.RELOAD and request.args.get("reset"):
                 twin.args = {**twin.args, "reset": True, "source": request.args.get("source")}
-            followers.setdefault(id(twin), []).append(request)
-        for request in merged:
-            waiting = followers.get(id(request), [])
-            if waiting and request.reply is None:
-                request.reply = asyncio.get_running_loop().create_future()
-            for follower in waiting:
-                if follower.reply is not None and request.reply is not None:
-                    request.reply.add_done_callback(_copy_outcome_to(follower.reply))
+            twin.folded.append(request)
         return merged
 
     async def _run_request(self, request: Request) -> None:
@@ -293,13 +287,15 @@ class Daemon:
         self._answer(request, outcome)
 
     def _answer(self, request: Request, outcome: Any) -> None:
-        reply = request.reply
-        if reply is None or reply.done():
-            return
-        if isinstance(outcome, BaseException):
-            reply.set_exception(outcome)
-        else:
-            reply.set_result(outcome)
+        """Give the outcome to whoever waits for this request and those folded into it."""
+        for answered in (request, *request.folded):
+            reply = answered.reply
+            if reply is None or reply.done():
+                continue
+            if isinstance(outcome, BaseException):
+                reply.set_exception(outcome)
+            else:
+                reply.set_result(outcome)
 
     async def _run_task(self, coroutine: Coroutine[Any, Any, Any], name: str) -> Any:
         """Run a boot or a command as a task STOP can cancel. A fault the user caused (a bad
@@ -793,22 +789,6 @@ def _same(a: Request, b: Request) -> bool:
     if a.command is not b.command or a.command not in (Command.RELOAD, Command.RESET):
         return False
     return a.command is Command.RELOAD or a.args.get("plugins") == b.args.get("plugins")
-
-
-def _copy_outcome_to(target: asyncio.Future[Any]) -> Callable[[asyncio.Future[Any]], None]:
-    """A done-callback that copies one future's outcome into `target`."""
-
-    def copy(source: asyncio.Future[Any]) -> None:
-        if target.done():
-            return
-        if source.cancelled():
-            target.cancel()
-        elif (error := source.exception()) is not None:
-            target.set_exception(error)
-        else:
-            target.set_result(source.result())
-
-    return copy
 
 
 def _name(value: Any) -> str:

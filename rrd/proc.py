@@ -64,6 +64,15 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit code {returncode}"
 
 
+def alive(pid: int) -> bool:
+    """The process exists and has not exited (a zombie only waits for its parent to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (taskset, cgroup cpusets), as Go's runtime.NumCPU counts."""
     try:

@@ -55,6 +55,8 @@ relayed = logging.getLogger("rrd.worker.stderr")
 
 PONG = Frame(stream=Stream.PONG).encode()
 STOP = stop_request().encode()
+_OWN_PID_REQUEST = pid_request(os.getpid()).encode()
+"""Written after every reply (the separator) and for health checks: encoded once."""
 
 STDERR_LINE_LIMIT = 16 * 1024
 """Longest stderr line relayed as one record; longer ones come in pieces marked `continued`."""
@@ -341,7 +343,8 @@ class WorkerProcess:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BootError(f"cannot start {spec.argv[0]!r}: {reason}") from None
         remaining = spec.allocate_timeout - (time.monotonic() - began)
-        exchange = worker._ask(pid_request(server_pid or os.getpid()), _PidExchange())
+        handshake = pid_request(server_pid).encode() if server_pid else _OWN_PID_REQUEST
+        exchange = worker._ask(handshake, _PidExchange())
         try:
             async with asyncio.timeout(max(remaining, 0.001)):
                 worker.relay_pid = await exchange.future
@@ -424,7 +427,7 @@ class WorkerProcess:
         if state not in (WorkerState.WORKING, WorkerState.DRAINING):
             raise IllegalTransition(f"exec on a worker that is {state.value}, not reserved")
         self.job_started = time.monotonic()
-        exchange = self._ask(payload_frame(payload), _JobExchange())
+        exchange = self._ask(payload_frame(payload).encode(), _JobExchange())
         try:
             if timeout:
                 async with asyncio.timeout(timeout):
@@ -455,7 +458,7 @@ class WorkerProcess:
 
         The worker must be reserved. On silence it is killed (WorkerError).
         """
-        exchange = self._ask(pid_request(os.getpid()), _PidExchange())
+        exchange = self._ask(_OWN_PID_REQUEST, _PidExchange())
         try:
             async with asyncio.timeout(timeout):
                 await exchange.future
@@ -504,11 +507,6 @@ class WorkerProcess:
             extra=self._event("worker.killed", reason=self.reason.value if self.reason else None),
         )
         kill_group(self.pid)
-        await self._exited.wait()
-
-    async def kill(self, reason: ExitReason, why: str) -> None:
-        """SIGKILL the worker now (a decision, logged at warning) and wait until it is reaped."""
-        self.condemn(reason, why)
         await self._exited.wait()
 
     def condemn(
@@ -585,12 +583,13 @@ class WorkerProcess:
         else:
             exchange.future.set_result(result)
         if isinstance(exchange, _JobExchange):
-            self._ask(pid_request(os.getpid()), _SyncExchange())
+            self._ask(_OWN_PID_REQUEST, _SyncExchange())
 
-    def _ask(self, request: Frame, exchange: _PidExchange | _JobExchange) -> Any:
-        """Write a request; `exchange` takes its answer once the requests before it have theirs."""
+    def _ask(self, request: bytes, exchange: _PidExchange | _JobExchange) -> Any:
+        """Write an encoded request; `exchange` takes its answer once the requests before it
+        have theirs."""
         self._pending.append(exchange)
-        self.write(request.encode())
+        self.write(request)
         return exchange
 
     def _fail_pending(self, why: str) -> None:
