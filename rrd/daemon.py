@@ -300,7 +300,11 @@ class Daemon:
     async def _run_task(self, coroutine: Coroutine[Any, Any, Any], name: str) -> Any:
         """Run a boot or a command as a task STOP can cancel. A fault the user caused (a bad
         scale, an unknown plugin) fails the request; during the boot it stops rrd. A bug stops
-        rrd. Returns the task's result, or the exception for the caller."""
+        rrd. Returns the task's result, or the exception for the caller. Once a STOP has come
+        (held since start-up, or while the control socket opened) nothing new starts."""
+        if self.state is not DaemonState.STARTING and self.state is not DaemonState.RUNNING:
+            coroutine.close()
+            return RpcError(f"{name} was not started: rrd is stopping")
         task: asyncio.Task[Any] = asyncio.create_task(coroutine, name=name)
         self._current = task
         try:

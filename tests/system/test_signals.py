@@ -38,11 +38,28 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_sigterm_during_a_boot_that_hangs_stops_at_once(rrd: Any) -> None:
-    """A worker that never answers the pid handshake (allocate_timeout 20s): SIGTERM."""
+def workers_of(pid: int, script: str) -> list[int]:
+    """The children of `pid` running tests/workers/`script` (not, say, rrd's setpriv probe)."""
+    found = []
+    for child in children(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(script.encode()) for arg in argv):
+            found.append(child)
+    return found
+
+
+def hanging_boot() -> str:
+    """A worker that takes 60 s to answer the pid handshake, and an allocate_timeout of 20 s."""
     text = config("slow_boot").replace("allocate_timeout: 10s", "allocate_timeout: 20s")
-    daemon = rrd(text.replace('slow_boot.py"]', 'slow_boot.py", "60"]'))
-    wait_until(lambda: children(daemon.process.pid))  # its worker hangs before its handshake
+    return text.replace('slow_boot.py"]', 'slow_boot.py", "60"]')
+
+
+def test_sigterm_during_a_boot_that_hangs_stops_at_once(rrd: Any) -> None:
+    daemon = rrd(hanging_boot())
+    wait_until(lambda: workers_of(daemon.process.pid, "slow_boot.py"))
     began = time.monotonic()
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(timeout=10) == 0
@@ -102,12 +119,14 @@ def test_a_second_sigint_stops_now_with_exit_1(rrd: Any) -> None:
     assert stop_now["workers"] == 1
 
 
-def held_at_start(rrd: Any, tmp_path: Path, signum: int) -> tuple[Any, Path]:
+def held_at_start(
+    rrd: Any, tmp_path: Path, signum: int, text: str | None = None
+) -> tuple[Any, Path]:
     """rrd blocked reading its --dotenv from a FIFO, i.e. before its loop runs; `signum` is
     sent once rrd shows it catches it, then the FIFO is written."""
     fifo = tmp_path / "env.fifo"
     os.mkfifo(fifo)
-    daemon = rrd(config(), "--dotenv", str(fifo), env={"TICK_LOG": str(tmp_path / "ticks")})
+    daemon = rrd(text or config(), "--dotenv", str(fifo), env={"TICK_LOG": str(tmp_path / "ticks")})
     pid = daemon.process.pid
     wait_until(lambda: catches(pid, signal.SIGHUP) and catches(pid, signal.SIGTERM), timeout=10)
     daemon.signal(signum)
@@ -131,6 +150,16 @@ def test_a_sigterm_before_the_loop_runs_stops_rrd_cleanly(rrd: Any, tmp_path: Pa
     assert daemon.wait(timeout=15) == 0
     events = [r["event"] for r in daemon.records]
     assert "daemon.ready" not in events and events[-1] == "daemon.stopped"
+
+
+def test_a_sigterm_before_the_loop_runs_starts_no_worker(rrd: Any, tmp_path: Path) -> None:
+    """The boot is not begun once a stop is held: no wait for a handshake that never comes."""
+    began = time.monotonic()
+    daemon, _ = held_at_start(rrd, tmp_path, signal.SIGTERM, hanging_boot())
+    assert daemon.wait(timeout=10) == 0
+    assert time.monotonic() - began < 5
+    events = [r["event"] for r in daemon.records]
+    assert "worker.started" not in events and events[-1] == "daemon.stopped"
 
 
 def test_a_retiring_worker_that_cleans_up_is_not_killed_by_the_stop(rrd: Any) -> None:
