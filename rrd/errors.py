@@ -6,7 +6,9 @@ exit code from sysexits.h. Anything else that escapes is a bug in rrd and exits 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: every worker imports this module
+    from collections.abc import Sequence
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69

@@ -12,9 +12,12 @@ from __future__ import annotations
 import struct
 import zlib
 from enum import IntFlag
-from typing import NamedTuple
 
 from rrd.errors import FrameError, FrameTooLarge, ScriptOpenError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every worker ~4 ms of its start: for the checker only
+    from typing import Final
 
 VERSION = 1
 HEADER_SIZE = 12
@@ -53,14 +56,50 @@ class Stream(IntFlag):
     PONG = 0x08
 
 
-class Frame(NamedTuple):
+class Record:
+    """A small value compared, hashed and shown field by field (its `__slots__`), immutable
+    to the type checker.
+
+    In place of typing.NamedTuple: the worker SDK imports this module, and typing would add
+    ~4 ms to every worker's start, which is most of a crashed worker's recovery."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Record)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Frame(Record):
     """One goridge message. `options` are uint32s; at most ten."""
 
-    payload: bytes = b""
-    flags: Flag = Flag.NONE
-    options: tuple[int, ...] = ()
-    stream: Stream = Stream.NONE
-    version: int = VERSION
+    __slots__ = ("payload", "flags", "options", "stream", "version")  # noqa: RUF023 - field order
+
+    def __init__(
+        self,
+        payload: bytes = b"",
+        flags: Flag = Flag.NONE,
+        options: tuple[int, ...] = (),
+        stream: Stream = Stream.NONE,
+        version: int = VERSION,
+    ) -> None:
+        self.payload: Final = payload
+        self.flags: Final = flags
+        self.options: Final = options
+        self.stream: Final = stream
+        self.version: Final = version
 
     def encode(self) -> bytes:
         """The frame's bytes, header CRC computed last, ready for one `write`."""
@@ -82,19 +121,34 @@ class Frame(NamedTuple):
         return b"".join((prefix, suffix, payload))
 
 
-# Enum lookups by value are slow; every byte value has its member ready.
-_FLAGS = tuple(Flag(value) for value in range(256))
-_STREAMS = tuple(Stream(value) for value in range(256))
+class _Members(dict):  # type: ignore[type-arg]  # holds Flag or Stream members
+    """Each byte value's flag member, made the first time it is seen: an enum lookup by
+    value is slow, and making all 512 up front would cost every worker ~3 ms of its start."""
+
+    def __init__(self, kind: type[IntFlag]) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def __missing__(self, value: int) -> IntFlag:
+        member = self[value] = self.kind(value)
+        return member
 
 
-class Header(NamedTuple):
+_FLAGS: dict[int, Flag] = _Members(Flag)
+_STREAMS: dict[int, Stream] = _Members(Stream)
+
+
+class Header(Record):
     """A validated 12-byte header: what follows it is `body_size` bytes."""
 
-    version: int
-    words: int
-    flags: Flag
-    length: int
-    stream: Stream
+    __slots__ = ("version", "words", "flags", "length", "stream")  # noqa: RUF023 - field order
+
+    def __init__(self, version: int, words: int, flags: Flag, length: int, stream: Stream):
+        self.version: Final = version
+        self.words: Final = words
+        self.flags: Final = flags
+        self.length: Final = length
+        self.stream: Final = stream
 
     @property
     def option_count(self) -> int:

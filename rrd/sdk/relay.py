@@ -9,12 +9,12 @@ import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import TYPE_CHECKING
 
 from rrd.errors import ConfigError, FrameError
 from rrd.protocol.frame import DEFAULT_MAX_PAYLOAD, Decoder, Frame
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: a worker on pipes never pays for socket (or typing)
     import socket
 
 READ_SIZE = 64 * 1024

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -112,6 +114,41 @@ def test_pid_round_trip(pid: int) -> None:
     for frame in (pid_request(pid), pid_reply(pid)):
         (decoded,) = Decoder().feed(frame.encode())
         assert parse_pid(decoded) == pid
+
+
+def parsed_by_json(payload: bytes) -> object:
+    """What `parse_control` would answer with no fast path: the object, or FrameError."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError):
+        return FrameError
+    return message if isinstance(message, dict) else FrameError
+
+
+def parsed(payload: bytes) -> object:
+    try:
+        return parse_control(Frame(payload, Flag.CONTROL))
+    except FrameError:
+        return FrameError
+
+
+CONTROL_LIKE = st.one_of(
+    st.binary(max_size=24),
+    st.builds(lambda n: b'{"pid":%d}' % n, st.integers(-(2**40), 2**40)),
+    st.builds(
+        lambda head, body, tail: head + body + tail,
+        st.sampled_from([b'{"pid":', b'{"stop":', b'{"pid": ', b"{"]),
+        st.text("0123456789-+.eE ", max_size=12).map(str.encode) | st.binary(max_size=6),
+        st.sampled_from([b"}", b"} ", b"", b",}", b"}}"]),
+    ),
+    st.sampled_from([STOP_JSON, b'{"stop":true }', b'{"pid":00}', b'{"pid":01}', b'{"pid":0}']),
+)
+
+
+@given(CONTROL_LIKE)
+def test_the_handshake_fast_path_agrees_with_json(payload: bytes) -> None:
+    """`{"pid":N}` and `{"stop":true}` are read without json: never with another outcome."""
+    assert parsed(payload) == parsed_by_json(payload)
 
 
 # --- stop ---
