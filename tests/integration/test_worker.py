@@ -21,7 +21,7 @@ from rrd.errors import BootError, ExecTimeout, SoftJobError, WorkerCrashed
 from rrd.fsm import ExitReason, IllegalTransition, WorkerState
 from rrd.proc import ProcessRegistry
 from rrd.protocol.control import Payload
-from rrd.worker import WorkerProcess, WorkerSpec
+from rrd.worker import PIPE_READ_SIZE, WorkerProcess, WorkerSpec
 from tests.helpers import eventually, group_alive, pid_alive, worker_argv
 
 
@@ -70,6 +70,24 @@ async def test_handshake_then_exec_echoes_context_and_body() -> None:
         assert worker.execs == 1 and worker.state is WorkerState.READY
     assert worker.state is WorkerState.STOPPED
     assert worker.returncode == 0
+
+
+async def test_the_separator_is_written_with_the_payload_not_after_the_reply() -> None:
+    """Its answer then comes back with the reply: one wake-up of rrd per job, not two."""
+    async with running("separator_probe") as worker:
+        for _ in range(3):
+            assert (await exec_on(worker, b"x")).body == b"with"
+
+
+async def test_a_workers_pipes_are_read_at_most_a_pipes_worth_at_a_time() -> None:
+    """asyncio's 256 KiB reads cost ~16 us each in os.read's allocation, against ~1 us."""
+    async with running("echo") as worker:
+        transport = worker._transport
+        assert transport is not None
+        for fd in (1, 2):
+            assert getattr(transport.get_pipe_transport(fd), "max_size", None) == PIPE_READ_SIZE
+        assert PIPE_READ_SIZE == 64 * 1024
+        assert (await exec_on(worker, b"y" * 200_000)).body == b"OK:" + b"y" * 200_000
 
 
 async def test_exec_needs_a_reserved_worker() -> None:
