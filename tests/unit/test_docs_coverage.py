@@ -294,7 +294,7 @@ def test_the_committed_man_pages_are_what_make_man_writes(tmp_path: Path) -> Non
 @pytest.mark.parametrize("name", PAGES)
 def test_mandoc_finds_nothing_to_say(name: str) -> None:
     if shutil.which("mandoc") is None:
-        pytest.skip("mandoc is not installed (apt-get install mandoc; CI's systemd stage has it)")
+        pytest.skip("mandoc is not installed (apt-get install mandoc; .ci/run installs it)")
     result = subprocess.run(
         ["mandoc", "-T", "lint", "-W", "warning", str(MAN / name)],
         capture_output=True,
