@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import re
 import signal
 import statistics
 import subprocess
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import psutil
+from recovery import follow
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "workers" / "echo.py"
@@ -40,16 +41,6 @@ ticker:
     num_workers: {workers}
     allocate_timeout: 30s
 """
-
-
-def wait_for(path: Path, event: str, timeout: float) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in path.read_text().splitlines():
-            if f'"{event}"' in line:
-                return json.loads(line)  # type: ignore[no-any-return]
-        time.sleep(0.005)
-    raise SystemExit(f"no {event} within {timeout}s; see {path}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -77,7 +68,7 @@ def one_run(workers: int, interval: str, seconds: float, overrides: list[str]) -
             began = time.monotonic()
             rrd = subprocess.Popen(argv, cwd=ROOT, stderr=errors, stdin=subprocess.DEVNULL)
         try:
-            wait_for(log, "daemon.ready", 60)
+            follow(log, re.compile('"daemon.ready"'), 0, timeout=60)
             ready = time.monotonic() - began
             process = psutil.Process(rrd.pid)
             time.sleep(3)  # let start-up garbage settle

@@ -24,21 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from footprint import CONFIG
 from recovery import follow
 
 ROOT = Path(__file__).resolve().parent.parent
-
-CONFIG = """
-version: "3"
-server:
-  command: ["{python}", "{worker}"]
-ticker:
-  interval: {interval}
-  exec_timeout: 10s
-  pool:
-    num_workers: {workers}
-    allocate_timeout: 30s
-"""
 
 
 def serve(folder: str, workers: int, interval: str) -> tuple[subprocess.Popen[bytes], Path, Path]:

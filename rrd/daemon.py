@@ -302,7 +302,7 @@ class Daemon:
         scale, an unknown plugin) fails the request; during the boot it stops rrd. A bug stops
         rrd. Returns the task's result, or the exception for the caller. Once a STOP has come
         (held since start-up, or while the control socket opened) nothing new starts."""
-        if self.state is not DaemonState.STARTING and self.state is not DaemonState.RUNNING:
+        if self.state in (DaemonState.STOPPING, DaemonState.STOPPED):
             coroutine.close()
             return RpcError(f"{name} was not started: rrd is stopping")
         task: asyncio.Task[Any] = asyncio.create_task(coroutine, name=name)
