@@ -101,7 +101,7 @@ def one_run(interval: float, seconds: float) -> dict[str, float]:
         "max": max(offsets),
         "drift": statistics.mean(offsets[-fifth:]) - statistics.mean(offsets[:fifth]),
         "recovery": recovery,
-        "lost": stopped["failed"] + stopped["skipped_late"] + stopped["skipped_overlap"],
+        "lost": stopped["failed"] + stopped["skipped"],
     }
 
 

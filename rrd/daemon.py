@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from rrd import __version__
 from rrd import logging as rrd_logging
 from rrd.clock import Clock, SystemClock
-from rrd.config import Config, ReloadPlan, diff
+from rrd.config import Config, ReloadPlan, diff, pin
 from rrd.control.server import ControlServer, Method
 from rrd.errors import EX_SOFTWARE, ConfigError, RrdError
 from rrd.notify import Notifier
@@ -119,8 +120,8 @@ class ReloadOutcome:
 
 
 SIGNAL_COMMANDS = {
-    signal.SIGTERM: Request(Command.STOP),
-    signal.SIGINT: Request(Command.STOP),
+    signal.SIGTERM: Request(Command.STOP, {"signal": True}),
+    signal.SIGINT: Request(Command.STOP, {"signal": True}),
     signal.SIGHUP: Request(Command.RELOAD, {"reset": True, "source": "SIGHUP"}),
     signal.SIGUSR1: Request(Command.REOPEN_LOGS),
 }
@@ -154,6 +155,9 @@ class Daemon:
         notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        """The config in force: the last one loaded, pinned at what needs a restart."""
+        self.started_with = config
+        """The config rrd started with: what needs a restart stays as it says."""
         self.config_loaded_at = time.time()
         self.plugin_classes = dict(plugins)
         self.clock = clock or SystemClock()
@@ -181,10 +185,18 @@ class Daemon:
     def request(self, request: Request) -> None:
         """Queue a request (from a signal handler, a control call or a file change).
 
-        STOP preempts the boot, reset or reload in flight; a STOP while stopping stops now."""
+        STOP preempts the boot, reset or reload in flight. While stopping, a second stop
+        signal or a stop `now` stops now; a repeated graceful `rrd stop` joins the stop."""
         if request.command is Command.STOP:
             if self.state in (DaemonState.STOPPING, DaemonState.STOPPED):
-                self._stop_now()
+                if request.args.get("signal") or request.args.get("now"):
+                    self._stop_now()
+                else:
+                    log.info(
+                        "asked to stop again: the stop goes on",
+                        extra={"event": "daemon.stop_joined"},
+                    )
+                self._answer(request, True)
                 return
             self.state = DaemonState.STOPPING
             if self._current is not None:
@@ -384,10 +396,13 @@ class Daemon:
                 )
                 replaced: set[str] = set()
             else:
-                plan = diff(self.config, new)
-                replaced = await self._apply(new, plan)
+                pinned = diff(self.started_with, new).restart_needed()
+                in_force = pin(new, self.started_with, pinned)
+                plan = diff(self.config, in_force)
                 changes = plan.summary()
-                restart = [c.describe() for c in plan.restart_needed()]
+                self.restart_needed = [c.describe() for c in pinned]
+                replaced = await self._apply(in_force, plan)
+                restart = list(self.restart_needed)
                 log.info(
                     f"config reloaded ({source}): {'; '.join(changes) or 'no change'}",
                     extra={
@@ -456,9 +471,8 @@ class Daemon:
             ) from None
 
     async def _apply(self, new: Config, plan: ReloadPlan) -> set[str]:
-        """Do what the plan says; the names of the plugins whose workers were replaced."""
-        for change in plan.restart_needed():
-            self.restart_needed.append(change.describe())
+        """Do what the plan says; the names of the plugins whose workers were replaced (or
+        started anew). `new` is pinned already: nothing in the plan needs a restart."""
         if self.restart_needed:
             log.warning(
                 "these changes need a restart of rrd: " + "; ".join(self.restart_needed),
@@ -468,26 +482,76 @@ class Daemon:
             rrd_logging.set_level(new.logs.level)
         self.config, self.config_loaded_at = new, time.time()
         ctx = PluginContext(new, Server(new, self.registry), self.clock, crashed=self.crashed)
+        for name in plan.plugins_to_stop():
+            await self._stop_plugin(name)
         replaced = plan.pools_to_replace()
         for plugin in self.started:
             if isinstance(plugin, Reconfigurable):
                 await plugin.reconfigure(ctx, plan)
             elif plan.for_section(plugin.name):
                 self.restart_needed.append(f"{plugin.name}: the plugin cannot reload")
+        for name in plan.plugins_to_start():
+            if await self._start_plugin(name, ctx):
+                replaced.add(name)
         return replaced
+
+    async def _stop_plugin(self, name: str) -> None:
+        """A plugin whose section was removed: stopped as at rrd's stop, the others go on."""
+        plugin = next((p for p in self.started if p.name == name), None)
+        if plugin is None:
+            return
+        log.info(
+            f"the {name} section is gone: stopping the {name} plugin",
+            extra={"event": "plugin.stopping", "plugin": name},
+        )
+        try:
+            await plugin.stop()
+        finally:
+            self.started.remove(plugin)
+
+    async def _start_plugin(self, name: str, ctx: PluginContext) -> bool:
+        """A plugin whose section was added: started as at boot. One that cannot start (its
+        workers fail) is stopped again and its section left out of the config in force, so
+        that the next reload tries again; rrd and the other plugins go on."""
+        cls = self.plugin_classes.get(name)
+        if cls is None:
+            return False
+        plugin = cls()
+        try:
+            plugin.init(ctx)
+        except Disabled:
+            return False
+        self.started.append(plugin)
+        self.started.sort(key=lambda p: p.weight, reverse=True)
+        log.info(
+            f"the {name} section is new: starting the {name} plugin",
+            extra={"event": "plugin.starting", "plugin": name},
+        )
+        try:
+            await plugin.serve()
+        except RrdError as exc:
+            log.error(
+                f"the {name} plugin could not start: {exc}",
+                extra={"event": "plugin.start_failed", "plugin": name, "error": str(exc)},
+            )
+            self.restart_needed.append(f"{name}: could not start: {exc}")
+            await self._stop_plugin(name)
+            sections = {k: v for k, v in self.config.sections.items() if k != name}
+            self.config = dataclasses.replace(self.config, sections=sections)
+            return False
+        return True
 
     async def _scale(self, name: str, workers: int | str) -> dict[str, Any]:
         (plugin,) = self._plugins([name], Scalable)
         assert isinstance(plugin, Scalable) and isinstance(plugin, Reporter)
-        size = int(plugin.status()["pool"]["size"])
-        if isinstance(workers, str) and workers[:1] in "+-" and workers[1:].isdigit():
-            target = size + int(workers)
-        elif str(workers).isdigit():
-            target = int(workers)
-        else:
-            raise RpcError(f"expected a number of workers (N, +N or -N), got {workers!r}")
-        if target < 1:
-            raise RpcError(f"a pool keeps at least one worker; {name} has {size}")
+        pool = plugin.status()["pool"]
+        size, limit = int(pool["size"]), int(pool["max_workers"])
+        target = scale_target(workers, size)
+        if not 1 <= target <= limit:
+            raise RpcError(
+                f"{name} keeps 1 to {limit} workers (its pool.max_workers), not {target}; "
+                f"it has {size}"
+            )
         plugin.scale(target)
         return {"plugin": name, "workers": target, "was": size}
 
@@ -590,8 +654,8 @@ class Daemon:
             part = f"{plugin.name}: {serving}/{pool.get('size', 0)} workers"
             if pool.get("state") not in (None, "up"):
                 part += f" ({pool['state']})"
-            if "ticks" in report:
-                part += f", {report['ticks']['sent']} ticks"
+            if "ticks_summary" in report:
+                part += f", {report['ticks_summary']}"
             parts.append(part)
             if pool.get("last_error"):
                 errors.append(pool["last_error"])
@@ -786,6 +850,20 @@ class Daemon:
     async def _rpc_stop(self, params: Any) -> bool:
         self.request(Request(Command.STOP, {"now": _flag(params, "now", False)}))
         return True
+
+
+def scale_target(workers: int | str, size: int) -> int:
+    """The pool size `rrd scale` asks for: N, +N or -N, in ASCII digits (a superscript or an
+    Arabic-Indic digit is no number here), relative to `size` when signed."""
+    if isinstance(workers, int) and not isinstance(workers, bool):
+        return workers
+    text = workers if isinstance(workers, str) else ""
+    sign = text[:1] if text[:1] in ("+", "-") else ""
+    digits = text[len(sign) :]
+    if not digits or len(digits) > 9 or any(c not in "0123456789" for c in digits):
+        raise RpcError(f"expected a number of workers (N, +N or -N), got {workers!r}")
+    count = int(digits)
+    return size + count if sign == "+" else size - count if sign == "-" else count
 
 
 def _same(a: Request, b: Request) -> bool:

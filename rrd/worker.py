@@ -17,6 +17,7 @@ WorkerCrashed. No caller ever gets a reply that was not for its payload.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -401,6 +402,18 @@ class WorkerProcess:
                 user=spec.user or None,
                 group=spec.group or None,
             )
+
+    def retune(self, spec: WorkerSpec) -> None:
+        """A reload's new limits, for a live worker: its size caps and timeouts from `spec`;
+        how it was started (argv, env, user) stays what it was."""
+        self.spec = dataclasses.replace(
+            self.spec,
+            allocate_timeout=spec.allocate_timeout,
+            kill_timeout=spec.kill_timeout,
+            max_frame_size=spec.max_frame_size,
+            max_reply_size=spec.max_reply_size,
+        )
+        self._decoder.max_payload = spec.max_frame_size
 
     def reserve(self) -> None:
         """READY -> WORKING: the worker is taken for one job or check, in the same step."""

@@ -709,14 +709,23 @@ _RELOAD_TABLE: Final = (
         ("ticker.pool.command", "ticker.pool.env"),
     ),
     (
+        Action.PLUGIN,
+        "plugin started or stopped",
+        "A plugin's section",
+        (),
+        "added starts that plugin, and removed stops it gracefully (its work in flight"
+        " finishes, its workers get a stop frame), while the other plugins go on.",
+        ("ticker",),
+    ),
+    (
         Action.RESTART,
         "restart needed",
         "",
         ("version", "server.relay", "server.on_init", "logs.mode", "logs.output", "rpc"),
-        "and a plugin's section added or removed cannot change while rrd runs: they take"
-        f" effect at the next start, and {bold('config.reloaded')} and {bold('rrd reload')}"
-        " say that a restart is needed.",
-        ("rpc.listen", "ticker"),
+        "cannot change while rrd runs: they take effect at the next start, and"
+        f" {bold('config.reloaded')} and {bold('rrd reload')} say that a restart is needed;"
+        " until then workers started anew still get the values rrd started with (RR_RPC).",
+        ("rpc.listen",),
     ),
     (
         Action.IGNORED,

@@ -4,7 +4,7 @@ Imports only `rrd.errors`, the standard library, PyYAML and python-dotenv, and k
 by name: plugins hand their section classes to `load_config` and `iter_settings`.
 """
 
-from rrd.config.diff import Action, Change, ReloadPlan, diff
+from rrd.config.diff import Action, Change, ReloadPlan, diff, pin
 from rrd.config.docs import SettingDoc, iter_settings, render_docs
 from rrd.config.load import expand_env, load_config, load_dotenv
 from rrd.config.schema import (
@@ -60,6 +60,7 @@ __all__ = [
     "load_dotenv",
     "parse_duration",
     "parse_size",
+    "pin",
     "render_docs",
     "setting",
     "validate",

@@ -10,7 +10,8 @@ sections by name, the --dotenv values), keyed as `rrd config docs` names it:
 
 - a leaf (a number, a duration, a choice, a command) is one change at its key;
 - an env map (`dict[str, str]`) is diffed per variable: `server.env.APP_ENV`;
-- a section added or removed (rpc, server.on_init, a plugin's) is one change at its key;
+- a section added or removed (rpc, server.on_init, a plugin's) is one change at its key; a
+  plugin's section added or removed starts or stops that plugin (Action.PLUGIN);
 - a key declared with `setting(ignored=...)` is one change at its key, never walked into.
 
 `Config.source`, `lines`, `overridden` and `warnings` are not settings and never change
@@ -21,6 +22,7 @@ of a core section that no rule names needs a restart, the safe side.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shlex
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +41,7 @@ from rrd.config.schema import (
 )
 from rrd.config.units import format_duration, format_size
 
-__all__ = ["Action", "Change", "ReloadPlan", "diff"]
+__all__ = ["Action", "Change", "ReloadPlan", "diff", "pin"]
 
 
 class Action(Enum):
@@ -48,6 +50,7 @@ class Action(Enum):
     APPLY = "apply"  # applied in place; nothing restarts
     SCALE = "scale"  # a pool's num_workers: start or retire workers, nothing else
     REPLACE = "replace"  # how workers start changed: replace them one at a time
+    PLUGIN = "plugin"  # a plugin's section added or removed: that plugin starts or stops
     RESTART = "restart"  # cannot apply while running: logged as needing a restart
     IGNORED = "ignored"  # a RoadRunner key rrd ignores: nothing to do, still listed
 
@@ -156,6 +159,14 @@ class ReloadPlan:
         """Plugin section -> its pool's new num_workers (0: one per CPU)."""
         return {_top(c.key): c.new for c in self.by_action(Action.SCALE)}
 
+    def plugins_to_stop(self) -> list[str]:
+        """The plugin sections removed: those plugins stop."""
+        return [c.key for c in self.by_action(Action.PLUGIN) if c.new is None]
+
+    def plugins_to_start(self) -> list[str]:
+        """The plugin sections added: those plugins start."""
+        return [c.key for c in self.by_action(Action.PLUGIN) if c.old is None]
+
     def restart_needed(self) -> tuple[Change, ...]:
         """The changes this process cannot apply: to be logged as needing a restart."""
         return self.by_action(Action.RESTART)
@@ -225,7 +236,7 @@ _LOGS: Final = _Rule(Action.RESTART, _logs_field)
 _RPC: Final = _constant(Action.RESTART)
 _POOL: Final = _Rule(Action.RESTART, _pool_field)  # an optional pool that comes or goes
 _PLUGIN: Final = _Rule(Action.APPLY, _plugin_field)  # a plugin's own block below its section
-_PLUGIN_SECTION: Final = _Rule(Action.RESTART, _plugin_field)  # the section itself
+_PLUGIN_SECTION: Final = _Rule(Action.PLUGIN, _plugin_field)  # the section itself
 
 
 # -- The walk ----------------------------------------------------------------------------
@@ -254,6 +265,38 @@ def diff(old: Config, new: Config) -> ReloadPlan:
             pools.append(name)
     _env(old.dotenv, new.dotenv, "dotenv", Action.REPLACE, out)
     return ReloadPlan(tuple(out), tuple(pools))
+
+
+def pin(new: Config, old: Config, changes: Iterable[Change]) -> Config:
+    """`new`, with each of `changes` undone: set back to its value in `old`.
+
+    A reload applies `new` pinned at the changes that need a restart, so that what cannot
+    change while rrd runs (rpc.listen, what workers get as RR_RPC, logs.output...) stays as
+    rrd started, for every worker it starts from now on too."""
+    for change in changes:
+        new = _put(new, change.key.split("."), change.old)
+    return new
+
+
+def _put(holder: Any, path: list[str], value: Any) -> Any:
+    """`holder` with the value at `path` (a change's key, split) replaced by `value`: a
+    dataclass field, a plugin section of a Config, or a mapping's key (None removes it)."""
+    name, rest = path[0], path[1:]
+    if isinstance(holder, Config) and name not in _CONFIG_FIELDS:
+        return dataclasses.replace(holder, sections=_put(holder.sections, path, value))
+    if isinstance(holder, Mapping):
+        items = dict(holder)
+        inner = value if not rest else _put(items[name], rest, value)
+        if inner is None:
+            items.pop(name, None)
+        else:
+            items[name] = inner
+        return items
+    inner = value if not rest else _put(getattr(holder, name), rest, value)
+    return dataclasses.replace(holder, **{name: inner})
+
+
+_CONFIG_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Config))
 
 
 def _section(old: Any, new: Any, cls: type, key: str, rule: _Rule, out: list[Change]) -> None:

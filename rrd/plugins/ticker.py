@@ -3,8 +3,9 @@
 Room: plugins. The schedule (`Ticker`) knows only an exec callable and a Clock, so it runs on
 a fake clock in tests; `TickerPlugin` wires it to a pool.
 
-Every due tick is accounted for: it is sent, or skipped as late (the loop was behind) or as
-overlap (the previous one still ran); every sent tick completes or fails with a reason.
+Every due tick is accounted for in the ledger (`rrd.plugins.ledger`): it is sent, or skipped
+as late (the loop was behind) or busy (the previous one still ran); every sent tick is in flight
+until it is delivered or fails with a reason.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from rrd.clock import Clock
@@ -27,6 +27,7 @@ from rrd.errors import (
     WorkerError,
 )
 from rrd.plugins.base import Disabled, Plugin, PluginContext
+from rrd.plugins.ledger import TickLedger
 from rrd.pool import Pool, Reply
 from rrd.protocol.control import Payload
 from rrd.worker import WorkerInfo
@@ -76,17 +77,6 @@ class TickerConfig:
     )
 
 
-@dataclass
-class TickerStats:
-    """What happened to every tick that fell due."""
-
-    sent: int = 0
-    completed: int = 0
-    skipped_late: int = 0
-    skipped_overlap: int = 0
-    failed: Counter[str] = field(default_factory=Counter)
-
-
 def failure_reason(exc: BaseException) -> str:
     """A short stable word for why a tick failed, for logs and counters."""
     if isinstance(exc, SoftJobError):
@@ -117,7 +107,7 @@ class Ticker:
         self.clock = clock
         self.overlap = overlap
         self.max_parallel = max(1, max_parallel)
-        self.stats = TickerStats()
+        self.ledger = TickLedger()
         self.last_tick = 0
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -130,7 +120,7 @@ class Ticker:
             await self.clock.sleep_until(due)
             behind = int((self.clock.monotonic() - due) // self.interval)
             if behind > 0:
-                self.stats.skipped_late += behind
+                self.ledger.skip("late", behind)
                 slot += behind
                 log.warning(
                     f"the loop fell behind; skipped {behind} ticks",
@@ -148,19 +138,19 @@ class Ticker:
         """Send the next tick now, unless the overlap policy says to skip it."""
         limit = 1 if self.overlap == "skip" else self.max_parallel
         if len(self._in_flight) >= limit:
-            self.stats.skipped_overlap += 1
+            self.ledger.skip("busy")
             log.info(
                 "the previous tick still runs; skipped one",
                 extra={
                     "event": "ticker.skipped",
-                    "reason": "overlap",
+                    "reason": "busy",
                     "count": 1,
                     "plugin": "ticker",
                 },
             )
             return
-        tick = self.stats.sent
-        self.stats.sent += 1
+        tick = self.ledger.sent
+        self.ledger.send()
         payload = Payload(
             body=json.dumps({"tick": tick}).encode(),
             context=json.dumps({"lastTick": self.last_tick}).encode(),
@@ -168,7 +158,13 @@ class Ticker:
         self.last_tick = int(self.clock.wall())
         task = asyncio.create_task(self._exec(tick, payload), name=f"tick-{tick}")
         self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(self._tick_done)
+
+    def _tick_done(self, task: asyncio.Task[None]) -> None:
+        """A tick cancelled (rrd stopping at once), even before it began, is accounted too."""
+        self._in_flight.discard(task)
+        if task.cancelled():
+            self.ledger.fail("cancelled")
 
     async def _exec(self, tick: int, payload: Payload) -> None:
         began = self.clock.monotonic()
@@ -176,7 +172,7 @@ class Ticker:
             reply = await self.exec_payload(payload)
         except Exception as exc:  # every tick is accounted for, even one that met a bug
             reason = failure_reason(exc)
-            self.stats.failed[reason] += 1
+            self.ledger.fail(reason)
             log.warning(
                 f"tick {tick} failed: {exc}",
                 exc_info=None if isinstance(exc, RrdError) else exc,
@@ -190,7 +186,7 @@ class Ticker:
                 },
             )
             return
-        self.stats.completed += 1
+        self.ledger.deliver()
         log.debug(
             f"tick {tick} done",
             extra={
@@ -262,18 +258,10 @@ class TickerPlugin(Plugin):
             await self.pool.destroy()
         if self.ticker is not None:
             await self.ticker.drain()
-            stats = self.ticker.stats
+            ledger = self.ticker.ledger
             log.info(
-                f"ticker stopped after {stats.sent} ticks",
-                extra={
-                    "event": "ticker.stopped",
-                    "plugin": self.name,
-                    "sent": stats.sent,
-                    "completed": stats.completed,
-                    "failed": sum(stats.failed.values()),
-                    "skipped_late": stats.skipped_late,
-                    "skipped_overlap": stats.skipped_overlap,
-                },
+                f"ticker stopped: {ledger.summary()}",
+                extra={"event": "ticker.stopped", "plugin": self.name, **ledger.snapshot()},
             )
 
     def _schedule(self) -> None:
@@ -285,7 +273,9 @@ class TickerPlugin(Plugin):
         """A reload: a new interval re-times the schedule from now (tick numbers go on, no
         worker restarts); overlap and exec_timeout apply to the next tick; the pool takes its
         new settings, scales, or replaces its workers one by one, as the plan says."""
-        config: TickerConfig = ctx.section(self.name)
+        config: TickerConfig | None = ctx.section(self.name)
+        if config is None:
+            return  # the section is gone: the daemon stops this plugin
         self.ctx, self.config = ctx, config
         ticker, pool = self.ticker, self.pool
         if ticker is None or pool is None:
@@ -316,17 +306,11 @@ class TickerPlugin(Plugin):
         """The pool's status and what happened to the ticks, for `rrd status` and STATUS=."""
         if self.pool is None or self.ticker is None:
             return {}
-        stats = self.ticker.stats
         return {
             "pool": self.pool.status().as_dict(),
             "interval_s": self.ticker.interval,
-            "ticks": {
-                "sent": stats.sent,
-                "completed": stats.completed,
-                "failed": dict(stats.failed),
-                "skipped_late": stats.skipped_late,
-                "skipped_overlap": stats.skipped_overlap,
-            },
+            "ticks": self.ticker.ledger.snapshot(),
+            "ticks_summary": self.ticker.ledger.summary(),
         }
 
     def _schedule_ended(self, task: asyncio.Task[None]) -> None:

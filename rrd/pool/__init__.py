@@ -22,7 +22,15 @@ from rrd.proc import ProcessRegistry, available_cpus
 from rrd.protocol.control import Payload, is_retire_reply
 from rrd.worker import WorkerInfo, WorkerSpec
 
-__all__ = ["CrashHandler", "Pool", "PoolFatal", "PoolState", "PoolStatus", "Reply"]
+__all__ = [
+    "CrashHandler",
+    "Pool",
+    "PoolFatal",
+    "PoolState",
+    "PoolStatus",
+    "Reply",
+    "configured_size",
+]
 
 log = logging.getLogger("rrd.pool")
 
@@ -33,6 +41,11 @@ class Reply:
 
     payload: Payload
     worker_pid: int
+
+
+def configured_size(config: PoolConfig) -> int:
+    """The size `num_workers` asks for: 0 means one per CPU rrd may use, up to max_workers."""
+    return config.num_workers or min(available_cpus(), config.max_workers)
 
 
 class Pool:
@@ -61,7 +74,7 @@ class Pool:
             spec,
             config,
             self.free,
-            target=config.num_workers or available_cpus(),
+            target=configured_size(config),
             registry=registry,
             on_crash=on_crash,
             clock=clock,
@@ -152,7 +165,14 @@ class Pool:
         )
 
     def scale(self, workers: int) -> None:
-        """Keep `workers` in service from now on, rolling: surplus ones retire gracefully."""
+        """Keep `workers` in service from now on, rolling: surplus ones retire gracefully.
+
+        ValueError when `workers` is not within 1 and `max_workers`."""
+        limit = self.config.max_workers
+        if not 1 <= workers <= limit:
+            raise ValueError(
+                f"pool {self.name!r} keeps 1 to {limit} workers (pool.max_workers), not {workers}"
+            )
         log.info(
             f"pool {self.name!r}: {self.size} -> {workers} workers",
             extra={"event": "pool.scaled", "plugin": self.name, "old": self.size, "new": workers},
@@ -169,7 +189,9 @@ class Pool:
         self.spec = spec
         self.keeper.reconfigure(config, spec)
         if size_changed:
-            self.scale(config.num_workers or available_cpus())
+            self.scale(configured_size(config))
+        elif self.size > config.max_workers:  # a runtime scale past the new bound
+            self.scale(config.max_workers)
         if replace_workers:
             await self.reset(ExitReason.RELOAD)
 

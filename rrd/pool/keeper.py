@@ -8,6 +8,12 @@ A worker retired while it still serves (reset, ttl, memory) is replaced successo
 successor starts, and enters service the moment the old one leaves it, so the pool never runs
 short and never has more than its size in service.
 
+The pool's size is kept by counting slots, never by a running tally: a slot is a worker in
+service that is not leaving for good, or a worker being replaced (it and its successor share
+one), or a start under way (`_refills`). `_rebalance` starts what is missing and retires the
+surplus after every change (a worker left, a new size), so scaling while busy, during a reset
+or while starts fail always converges on `target`.
+
 A start fails when the worker cannot boot, or when it leaves service before it served one
 payload or lived `restart.min_uptime`. Failed starts are counted per pool, consecutively;
 while they fail, starts go one at a time after a growing delay (`pool.backoff`); a good start
@@ -76,6 +82,7 @@ class PoolStatus:
     name: str
     state: PoolState
     size: int
+    max_workers: int
     ready: int
     busy: int
     failures: int
@@ -89,6 +96,11 @@ class PoolStatus:
 
 def _all_left(workers: list[WorkerProcess]) -> bool:
     return not any(w.state.in_service for w in workers)
+
+
+def _scaled_down(worker: WorkerProcess) -> bool:
+    """Busy, and leaving for good after its job: its slot is not refilled."""
+    return worker.state is WorkerState.DRAINING and worker.reason is ExitReason.SCALE_DOWN
 
 
 class Keeper:
@@ -124,6 +136,8 @@ class Keeper:
         self.departures: Counter[ExitReason] = Counter()
         self.last_error: str | None = None
         self.serving: set[WorkerProcess] = set()
+        self._refills: set[asyncio.Task[None]] = set()
+        self._rebalancing = False
         self._ever_ready = False
         self._booted = False
         self._attempts = 0
@@ -161,6 +175,7 @@ class Keeper:
             name=self.name,
             state=self.state,
             size=self.target,
+            max_workers=self.config.max_workers,
             ready=sum(w.state is WorkerState.READY for w in self.serving),
             busy=sum(w.state in (WorkerState.WORKING, WorkerState.DRAINING) for w in self.serving),
             failures=self.failures,
@@ -175,8 +190,7 @@ class Keeper:
 
         Each worker enters service as soon as it is ready, so a start cancelled half way
         (a stop during boot) leaves nothing that `stop_all` does not find."""
-        for _ in range(self.target):
-            self._starter(self._refill())
+        self._rebalance()
         try:
             await self._until(
                 lambda: (
@@ -267,17 +281,36 @@ class Keeper:
     def resize(self, target: int) -> None:
         """Keep `target` workers in service from now on: start the missing ones, retire the
         surplus (idle ones first, busy ones after their job)."""
-        grown = target - self.target
         self.target = target
-        if grown > 0:
-            for _ in range(grown):
-                self._starter(self._refill())
-            return
-        surplus = len(self.serving) - target
-        leaving = sorted(self.serving, key=lambda w: w.state is not WorkerState.READY)
-        for worker in leaving[: max(0, surplus)]:
-            self.retire(worker, ExitReason.SCALE_DOWN)
+        self._rebalance()
         self._changed.set()
+
+    def _occupied(self) -> int:
+        """Slots taken: workers in service not leaving for good, each counted once with the
+        successor it is being replaced by (which may outlive it while it starts)."""
+        staying = sum(w not in self._replacing and not _scaled_down(w) for w in self.serving)
+        return staying + len(self._replacing)
+
+    def _rebalance(self) -> None:
+        """Converge on `target`: retire the surplus (idle first, busy after their job), start
+        what is missing. Starts under way count; a start that ends up surplus is stopped the
+        moment it is ready (`_enter`)."""
+        if self._closing or self._rebalancing:
+            return  # retiring calls back here through on_leave: the loop below re-counts
+        self._rebalancing = True
+        try:
+            while self._occupied() > self.target:
+                idle = [w for w in self.serving if w not in self._replacing and not _scaled_down(w)]
+                if not idle:
+                    break  # only workers being replaced: their successors will be surplus
+                idle.sort(key=lambda w: w.state is not WorkerState.READY)
+                self.retire(idle[0], ExitReason.SCALE_DOWN)
+            for _ in range(self.target - self._occupied() - len(self._refills)):
+                task = self._starter(self._refill())
+                self._refills.add(task)
+                task.add_done_callback(self._refills.discard)
+        finally:
+            self._rebalancing = False
 
     def reconfigure(self, config: PoolConfig, spec: WorkerSpec | None = None) -> None:
         """New settings, applied in place: new limits are drawn for the workers in service and
@@ -287,7 +320,8 @@ class Keeper:
             self.spec = spec
         self.free.allocate_timeout = config.allocate_timeout
         self.free.max_queue_size = config.max_queue_size
-        for worker in self.serving:
+        for worker in (*self.serving, *self._held.values()):
+            worker.retune(self.spec)
             self._draw_limits(worker)
         if self._watcher is not None and not self._closing:
             self._watcher.cancel()
@@ -309,9 +343,10 @@ class Keeper:
         if self._watcher is not None:
             self._watcher.cancel()
         self._deadline = self.clock.monotonic() + self.config.destroy_timeout
-        for successor in self._held.values():
-            self._stop(successor, ExitReason.DESTROY)
+        held = list(self._held.values())
         self._held.clear()
+        for successor in held:
+            self._stop(successor, ExitReason.DESTROY)
         for worker in list(self.serving):
             self.retire(worker, ExitReason.DESTROY)
         await self._until(lambda: not self.serving and not self._starters, self._grace())
@@ -359,8 +394,9 @@ class Keeper:
 
     def _enter(self, worker: WorkerProcess) -> None:
         """A new READY worker takes its place in service, unless the pool has enough."""
-        worker.on_leave = self._left
-        if self._closing or len(self.serving) >= self.target:
+        if worker.state is not WorkerState.READY:
+            return  # it left already, and its on_leave said so
+        if self._closing or self._occupied() >= self.target:
             self._stop(worker, ExitReason.DESTROY if self._closing else ExitReason.SCALE_DOWN)
             return
         self._draw_limits(worker)
@@ -385,7 +421,10 @@ class Keeper:
         return self.rng.uniform(0, LIMIT_SPREAD)
 
     def _left(self, worker: WorkerProcess) -> None:
-        """A worker left service (on_leave): count why, and put another in its place."""
+        """A worker left service (on_leave): count why, and put another in its place.
+
+        Also called for a worker that never entered service: a successor held for a busy
+        predecessor that died waiting (another successor is started), or a surplus start."""
         self.serving.discard(worker)
         self.free.take_idle(worker)
         if not worker.exited:
@@ -403,14 +442,19 @@ class Keeper:
         else:
             self.departures[reason] += 1
         self._changed.set()
+        predecessor = next((old for old, new in self._held.items() if new is worker), None)
+        if predecessor is not None:
+            del self._held[predecessor]
+            if not self._closing:  # the predecessor still serves its job: start another
+                self._starter(self._replace(predecessor, predecessor.reason or ExitReason.RESET))
+            return
         if worker in self._replacing:
-            self._replacing.discard(worker)
             successor = self._held.pop(worker, None)
             if successor is not None:
+                self._replacing.discard(worker)
                 self._enter(successor)
-            return  # else its successor is still starting and enters when ready
-        if not self._closing and reason is not ExitReason.SCALE_DOWN:
-            self._starter(self._refill())
+            return  # else its successor is still starting: the slot stays taken until then
+        self._rebalance()
 
     async def _forget_when_exited(self, worker: WorkerProcess) -> None:
         await worker.wait_exited()
@@ -466,20 +510,32 @@ class Keeper:
 
     async def _refill(self) -> None:
         worker = await self._new_worker()
+        task = asyncio.current_task()
+        assert task is not None
+        self._refills.discard(task)  # now a worker in hand, or nothing: no longer a start
         if worker is not None:
             self._enter(worker)
+        else:
+            self._rebalance()
 
     async def _replace(self, old: WorkerProcess, reason: ExitReason) -> None:
-        new = await self._new_worker()
-        if new is None:
-            self._replacing.discard(old)
-            return
-        if old in self._replacing and old.state.in_service:
-            self._held[old] = new
-            self.retire(old, reason)  # leaves now if idle; its on_leave brings `new` in
-        else:
-            self._replacing.discard(old)
-            self._enter(new)
+        """Start a successor for `old`, then retire `old` (now if idle, else after its job;
+        meanwhile the successor is held). `old` keeps its slot until its successor enters."""
+        held = False
+        try:
+            new = await self._new_worker()
+            if new is None:
+                return
+            if old.state.in_service:
+                self._held[old] = new
+                held = True
+                self.retire(old, reason)  # leaves now if idle; its on_leave brings `new` in
+            else:
+                self._replacing.discard(old)
+                self._enter(new)
+        finally:
+            if not held:
+                self._replacing.discard(old)
 
     async def _new_worker(self) -> WorkerProcess | None:
         """A new READY worker; while starts fail, one attempt at a time after the backoff.
@@ -509,6 +565,7 @@ class Keeper:
             return None
         self._attempts += 1
         self._last_start_failed = False
+        worker.on_leave = self._left  # from its first moment: held successors die too
         return worker
 
     async def _back_off(self) -> bool:
@@ -602,12 +659,14 @@ class Keeper:
                 self._watch(asyncio.ensure_future(self._health_check(worker)), "health")
 
     async def _health_check(self, worker: WorkerProcess) -> None:
+        idle_since = worker.idle_since  # a check is not a job: idle_ttl still counts
         try:
             await worker.ping(self.config.health.timeout)
         except WorkerError:
             return  # condemned as unhealthy; its on_leave brings a replacement
         worker.checked_at = time.monotonic()
         self._back_in_service(worker)
+        worker.idle_since = idle_since
 
     def _log_retired(self, worker: WorkerProcess, reason: ExitReason, **figures: Any) -> None:
         log.info(

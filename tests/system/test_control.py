@@ -107,7 +107,8 @@ def test_scale_up_then_down_loses_no_payload(served: tuple[Any, Any], tmp_path: 
     assert ctl("scale", "ticker", "0").returncode == 70
     assert daemon.stop() == 0
     stats = daemon.events("ticker.stopped")[0]
-    assert stats["failed"] == 0 and stats["sent"] == stats["completed"]
+    assert stats["failed"] == 0 and stats["in_flight"] == 0
+    assert stats["due"] == stats["delivered"] + stats["skipped"]
     retired = [e for e in daemon.events("worker.exited") if e["reason"] == "scale_down"]
     assert len(retired) == 3 and all(e["exit_code"] == 0 for e in retired)
 
@@ -118,10 +119,10 @@ def test_status_says_how_each_pool_is(served: tuple[Any, Any]) -> None:
     assert report["pid"] == daemon.process.pid and report["state"] == "running"
     ticker = report["plugins"]["ticker"]
     assert ticker["pool"]["state"] == "up" and ticker["pool"]["size"] == 2
-    assert ticker["ticks"]["sent"] >= 1 and ticker["interval_s"] == 0.05
+    assert ticker["ticks"]["due"] >= 1 and ticker["interval_s"] == 0.05
     assert report["config"].endswith(".rr.yaml") and report["config_loaded_at"] <= time.time()
     human = ctl("status").stdout
-    assert "ticker: up, " in human and "ticks sent" in human
+    assert "ticker: up, " in human and "ticks due" in human
 
 
 def test_stop_waits_until_rrd_has_exited(served: tuple[Any, Any]) -> None:

@@ -100,7 +100,7 @@ def test_sigterm_during_a_long_tick_waits_for_it_and_exits_0(rrd: Any) -> None:
     assert daemon.wait(timeout=15) == 0
     assert 0.5 < time.monotonic() - began < 6
     assert any(r["msg"] == "tick ends" for r in daemon.events("worker.stderr"))
-    assert daemon.events("ticker.stopped")[0]["completed"] == 1
+    assert daemon.events("ticker.stopped")[0]["delivered"] == 1
     assert all(e["exit_code"] == 0 for e in daemon.events("worker.exited"))
 
 
@@ -184,7 +184,7 @@ def test_a_one_millisecond_ticker_still_hears_sigterm(rrd: Any, tmp_path: Path) 
     assert daemon.stop(timeout=10) == 0
     assert time.monotonic() - began < 5
     stopped = daemon.events("ticker.stopped")[0]
-    assert stopped["sent"] > 100
+    assert stopped["due"] > 100
 
 
 CRASHING_PLUGIN = """

@@ -22,6 +22,7 @@ from rrd.config import (
     PoolConfig,
     ReloadPlan,
     diff,
+    pin,
     load_config,
     setting,
 )
@@ -270,7 +271,6 @@ RESTARTS = [
     ("logs: {level: info}", "logs: {level: info, output: /tmp/rrd.log}", "logs.output"),
     ("  env: {APP_ENV", "  on_init: {command: make}\n  env: {APP_ENV", "server.on_init"),
     ('version: "3"', 'version: "2.7"', "version"),
-    ("demo:\n  name: d\n  pool: {num_workers: 1}\n", "", "demo"),
 ]
 
 
@@ -282,6 +282,32 @@ def test_what_needs_a_restart(tmp_path: Path, before: str, after: str, key: str)
     assert plan.pools_to_replace() == set() and plan.pools_to_scale() == {}
 
 
+def test_a_plugin_section_removed_or_added_stops_or_starts_that_plugin(tmp_path: Path) -> None:
+    section = "demo:\n  name: d\n  pool: {num_workers: 1}\n"
+    without = edit(BASE, (section, ""))
+    removed = plan_of(tmp_path, BASE, without)
+    assert actions(removed) == {"demo": Action.PLUGIN}
+    assert removed.plugins_to_stop() == ["demo"] and removed.plugins_to_start() == []
+    assert removed.restart_needed() == () and removed.pools_to_replace() == set()
+    added = plan_of(tmp_path, without, BASE)
+    assert added.plugins_to_start() == ["demo"] and added.plugins_to_stop() == []
+
+
+def test_pin_keeps_what_needs_a_restart_as_rrd_started(tmp_path: Path) -> None:
+    """A reload applies the new file pinned at its restart-needed keys: workers started
+    after it still get the rpc address rrd listens on, and the pinned config diffs to the
+    applied changes only."""
+    moved = edit(BASE, ("tcp://127.0.0.1:6001", "tcp://127.0.0.1:7001"), ("interval: 1s", "interval: 2s"))
+    old, new = load(tmp_path, BASE), load(tmp_path, moved)
+    pinned = diff(old, new).restart_needed()
+    assert [c.key for c in pinned] == ["rpc.listen"]
+    in_force = pin(new, old, pinned)
+    assert in_force.rpc == old.rpc and in_force.sections == new.sections
+    assert diff(old, in_force).restart_needed() == ()
+    back = diff(in_force, load(tmp_path, BASE))
+    assert back.restart_needed() == ()  # the file going back needs no restart any more
+
+
 def test_rpc_appearing_is_one_restart(tmp_path: Path) -> None:
     without = edit(BASE, ('rpc: {listen: "tcp://127.0.0.1:6001"}\n', ""))
     plan = plan_of(tmp_path, without, BASE)
@@ -291,10 +317,10 @@ def test_rpc_appearing_is_one_restart(tmp_path: Path) -> None:
     assert plan_of(tmp_path, BASE, without).summary() == ["rpc: removed"]
 
 
-def test_a_plugin_section_added_is_one_restart(tmp_path: Path) -> None:
+def test_a_plugin_section_added_is_one_change(tmp_path: Path) -> None:
     without = edit(BASE, ("ticker:\n  interval: 1s\n  pool: {num_workers: 2}\n", ""))
     plan = plan_of(tmp_path, without, BASE)
-    assert plan.changes == (Change("ticker", None, plan.changes[0].new, Action.RESTART, "section"),)
+    assert plan.changes == (Change("ticker", None, plan.changes[0].new, Action.PLUGIN, "section"),)
     assert isinstance(plan.changes[0].new, TickerConfig)
     assert plan.summary() == ["ticker: added"]
     assert plan.pools == ("demo",)  # the ticker's pool is not running: nothing to replace

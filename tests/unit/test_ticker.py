@@ -76,7 +76,7 @@ async def test_ticks_fall_due_at_t0_plus_k_intervals() -> None:
         await clock.advance(2.6)
         assert [t - start for t, _ in recorder.calls] == [0.5, 1.0, 1.5, 2.0, 2.5]
         assert recorder.ticks() == [0, 1, 2, 3, 4]
-        assert ticker.stats.sent == ticker.stats.completed == 5
+        assert ticker.ledger.due == ticker.ledger.delivered == 5
 
 
 async def test_payload_format_and_last_tick() -> None:
@@ -103,7 +103,7 @@ async def test_a_late_loop_skips_and_counts_instead_of_bursting() -> None:
         await clock.advance(1)
         await clock.jump(3.5)  # the loop was blocked: due slots 2 and 3 passed unseen
         assert len(recorder.calls) == 2
-        assert ticker.stats.skipped_late == 2
+        assert ticker.ledger.skipped == {"late": 2} and ticker.ledger.balanced
         await clock.advance(1)
         assert recorder.ticks() == [0, 1, 2]  # a skipped tick takes no number
         assert recorder.calls[-1][0] == pytest.approx(1000 + 5)
@@ -114,13 +114,14 @@ async def test_overlap_skip_counts_the_ticks_that_fell_due_while_busy() -> None:
         recorder.hold = asyncio.Event()
         await clock.advance(3)
         assert recorder.ticks() == [0]
-        assert ticker.stats.skipped_overlap == 2
+        assert ticker.ledger.skipped == {"busy": 2} and ticker.ledger.in_flight == 1
+        assert ticker.ledger.balanced
         recorder.hold.set()
         recorder.hold = None
         await settle()
         await clock.advance(1)
         assert recorder.ticks() == [0, 1]
-        assert ticker.stats.completed == 2
+        assert ticker.ledger.delivered == 2 and ticker.ledger.balanced
 
 
 async def test_overlap_parallel_runs_up_to_the_pool_size() -> None:
@@ -128,7 +129,7 @@ async def test_overlap_parallel_runs_up_to_the_pool_size() -> None:
         recorder.hold = asyncio.Event()
         await clock.advance(4)
         assert recorder.ticks() == [0, 1]
-        assert ticker.stats.skipped_overlap == 2
+        assert ticker.ledger.skipped == {"busy": 2} and ticker.ledger.in_flight == 2
 
 
 @pytest.mark.parametrize(
@@ -147,8 +148,8 @@ async def test_every_failure_is_counted_and_the_clock_keeps_going(
     async with ticking() as (ticker, recorder, clock):
         recorder.fail = error
         await clock.advance(3)
-        assert ticker.stats.failed == {reason: 3}
-        assert ticker.stats.sent == 3 and ticker.stats.completed == 0
+        assert ticker.ledger.failed == {reason: 3}
+        assert ticker.ledger.due == 3 and ticker.ledger.delivered == 0
     failed = [r for r in caplog.records if getattr(r, "event", "") == "ticker.failed"]
     assert [r.tick for r in failed] == [0, 1, 2]
     assert {r.reason for r in failed} == {reason}
@@ -160,7 +161,7 @@ async def test_a_bug_in_exec_is_counted_with_its_traceback(
     async with ticking() as (ticker, recorder, clock):
         recorder.fail = KeyError("oops")
         await clock.advance(2)
-        assert ticker.stats.failed == {"error": 2}
+        assert ticker.ledger.failed == {"error": 2}
     failed = [r for r in caplog.records if getattr(r, "event", "") == "ticker.failed"]
     assert failed and all(r.exc_info for r in failed)
 
@@ -172,8 +173,9 @@ async def test_every_due_tick_is_accounted_for() -> None:
         await clock.jump(2.5)
         await clock.advance(3)
         due = int(clock.now - 1000)
-        stats = ticker.stats
-        assert stats.sent + stats.skipped_late + stats.skipped_overlap == due
+        ledger = ticker.ledger
+        assert ledger.due == due and ledger.balanced
+        assert ledger.skipped["late"] and ledger.skipped["busy"] and ledger.delivered
 
 
 @pytest.mark.parametrize(
