@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import json
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ import click
 from rrd import __version__
 from rrd import logging as rrd_logging
 from rrd.config import Config, load_config, render_docs, validate
-from rrd.control.address import control_address
+from rrd.control.address import control_address, kind_of
 from rrd.control.client import ControlClient
 from rrd.daemon import Daemon
 from rrd.errors import (
@@ -39,6 +41,7 @@ from rrd.notify import Notifier
 from rrd.plugins import registry
 from rrd.proc import ProcessRegistry, alive, parent_death_launcher
 from rrd.protocol.rpc import RpcError
+from rrd.server import warn_root_workers
 from rrd.signals import EarlySignals
 from rrd.worker import install_child_watcher
 
@@ -157,7 +160,8 @@ def serve(
     try:
         for warning in config.warnings:
             log.warning(warning, extra={"event": "config.warning", "config": str(config.source)})
-        with written_pidfile(pidfile):
+        warn_root_workers(config)
+        with claimed_pidfile(str(Path(root, pidfile)) if pidfile else None):
             listen = config.rpc.listen if config.rpc is not None else None
             watched = () if no_watch else (source, *([str(Path(root, dotenv))] if dotenv else ()))
             daemon = Daemon(
@@ -167,7 +171,7 @@ def serve(
                 early=early if isinstance(early, EarlySignals) else None,
                 load_config=functools.partial(load, source, root, overrides, dotenv),
                 control_address=control_address(
-                    config.source, config.workdir, listen=listen, pidfile=pidfile
+                    config.source, config.workdir, listen=listen, pidfile=pidfile, create=True
                 ),
                 watch_files=watched,
                 notifier=Notifier.from_environ(),
@@ -312,10 +316,9 @@ def reload(**where: Any) -> None:
 
     Exit 0 when the config was applied, 78 with its one-line error when it was rejected (rrd
     keeps running the old one)."""
-    pidfile = where["pidfile"]
     with find_daemon(**where) as client:
         before = client.call("rrd.Status")
-        pid = read_pidfile(pidfile) if pidfile else before["pid"]
+        pid = daemon_pid(client, before, **where)
         os.kill(pid, signal.SIGHUP)
         deadline = time.monotonic() + RESET_WAIT
         while time.monotonic() < deadline:
@@ -357,7 +360,7 @@ def stop(now: bool, timeout: int, **where: Any) -> None:
     click.echo(f"stopped rrd {pid}")
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})  # `rrd scale ticker -1`
 @operator_command
 @click.argument("plugin")
 @click.argument("workers")
@@ -367,6 +370,70 @@ def scale(plugin: str, workers: str, **where: Any) -> None:
     with find_daemon(**where) as client:
         result = client.call("rrd.Scale", {"plugin": plugin, "workers": workers})
     click.echo(f"{plugin}: {result['was']} -> {result['workers']} workers")
+
+
+def daemon_pid(
+    client: ControlClient,
+    report: dict[str, Any],
+    *,
+    config_path: str,
+    workdir: str | None,
+    pidfile: str | None,
+    **_: Any,
+) -> int:
+    """The pid of the rrd behind `client`, for a signal: the kernel's word on a unix socket
+    (SO_PEERCRED), else a pidfile resolved as `serve` resolves it and naming a running
+    `rrd serve` of the same config. Anything less is refused: a signal goes to rrd or nowhere."""
+    if client.server_pid is not None:
+        if client.server_pid != report.get("pid"):
+            raise OperationFailed(
+                f"the control socket is served by pid {client.server_pid}, which calls itself "
+                f"pid {report.get('pid')}; signalling neither"
+            )
+        return client.server_pid
+    over_tcp = f"{client.address} is TCP, which cannot name the process that serves it"
+    if not pidfile:
+        raise OperationFailed(f"{over_tcp}; give --pidfile as `rrd serve` was given it")
+    root = Path(os.path.abspath(workdir or os.getcwd()))
+    path = root / pidfile
+    pid = read_pidfile(str(path))
+    source = Path(os.path.abspath(root / config_path))
+    problem = not_serving(pid, source)
+    if problem is None and pid != report.get("pid"):
+        problem = f"the rrd on {client.address} is pid {report.get('pid')}"
+    if problem is not None:
+        raise OperationFailed(
+            f"{over_tcp}, and {path} names pid {pid}, but {problem}; no signal sent"
+        )
+    return pid
+
+
+def not_serving(pid: int, source: Path) -> str | None:
+    """Why `pid` is not a running `rrd serve` of the config `source` (/proc says), or None."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return f"no process {pid} runs (or it is not yours to inspect)"
+    if "serve" not in argv:
+        return f"pid {pid} is not `rrd serve` ({' '.join(argv).strip()[:80]!r})"
+    before = argv[: argv.index("serve")]
+    named = [Path(word).name for word in before]
+    if not ("rrd" in named or "__main__.py" in named or "rrd" in before[-1:]):
+        return f"pid {pid} is not rrd ({' '.join(argv).strip()[:80]!r})"
+    after = argv[argv.index("serve") + 1 :]
+    config = ".rr.yaml"
+    for index, word in enumerate(after):
+        if word in ("-c", "--config") and index + 1 < len(after):
+            config = after[index + 1]
+        elif word.startswith("--config="):
+            config = word.removeprefix("--config=")
+        elif word.startswith("-c") and len(word) > 2:
+            config = word[2:]
+    # serve moves into its workdir, where its config path (if relative) starts
+    if Path(os.path.abspath(Path(cwd, config))) != source:
+        return f"pid {pid} serves {Path(cwd, config)}, not {source}"
+    return None
 
 
 def read_pidfile(path: str) -> int:
@@ -420,12 +487,14 @@ def render_status(report: dict[str, Any]) -> str:
         )
         ticks = plugin.get("ticks")
         if ticks:
-            failed = sum(ticks["failed"].values())
-            skipped = ticks["skipped_late"] + ticks["skipped_overlap"]
             line += (
-                f"; every {plugin['interval_s']:g}s: {ticks['sent']} ticks sent, "
-                f"{ticks['completed']} completed, {failed} failed, {skipped} skipped"
+                f"; every {plugin['interval_s']:g}s: {ticks['due']} ticks due, "
+                f"{ticks['delivered']} delivered, {ticks['failed']} failed, "
+                f"{ticks['skipped']} skipped, {ticks['in_flight']} in flight"
             )
+            reasons = {**ticks["failed_by"], **ticks["skipped_by"]}
+            if reasons:
+                line += f" ({', '.join(f'{r} {n}' for r, n in reasons.items())})"
         lines.append(line)
         departures = pool.get("departures") or {}
         if departures:
@@ -456,23 +525,62 @@ def run(daemon: Daemon) -> int:
 
 
 @contextlib.contextmanager
-def written_pidfile(path: str | None) -> Iterator[None]:
-    """Write our pid to `path` for as long as rrd runs."""
+def claimed_pidfile(path: str | None) -> Iterator[None]:
+    """Hold `path` with our pid for as long as rrd runs: claimed under an exclusive lock (a
+    live rrd holding it means we must not start; a dead one's is taken over), never through a
+    symlink, and removed at the end only while it is still ours."""
     if path is None:
         yield
         return
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}")
-    try:
-        temporary.write_text(f"{os.getpid()}\n")
-        temporary.replace(target)
-    except OSError as exc:
-        raise UsageError(f"cannot write pidfile {path}: {exc.strerror}") from None
+    fd = _claim(path)
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
-            target.unlink()
+            mine, there = os.fstat(fd), os.lstat(path)
+            same = (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+            if same and Path(path).read_text().split() == [str(os.getpid())]:
+                os.unlink(path)
+        os.close(fd)  # the lock goes with it
+
+
+def _claim(path: str) -> int:
+    """The open, locked pidfile at `path`, holding our pid."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for _ in range(10):
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            if os.path.islink(path):
+                raise UsageError(
+                    f"refusing the pidfile {path}: it is a symlink (to {os.readlink(path)}); "
+                    "rrd does not write through one"
+                ) from None
+            raise UsageError(f"cannot write pidfile {path}: {exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise UsageError(f"refusing the pidfile {path}: it is {kind_of(info.st_mode)}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+                raise UsageError(
+                    f"rrd {holder} already runs with the pidfile {path}; stop it first "
+                    f"(`rrd stop --pidfile {path}`) or give another --pidfile"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                there = os.lstat(path)
+                if (there.st_dev, there.st_ino) == (info.st_dev, info.st_ino):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                    return fd
+            os.close(fd)  # removed or replaced as we locked it: claim the new one
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+    raise UsageError(f"cannot claim the pidfile {path}: it keeps being replaced")
 
 
 def main(early: EarlySignals | None = None) -> None:

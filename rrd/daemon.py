@@ -30,7 +30,7 @@ from rrd import __version__
 from rrd import logging as rrd_logging
 from rrd.clock import Clock, SystemClock
 from rrd.config import Config, ReloadPlan, diff, pin
-from rrd.control.server import ControlServer, Method
+from rrd.control.server import Access, ControlServer, Method
 from rrd.errors import EX_SOFTWARE, ConfigError, RrdError
 from rrd.notify import Notifier
 from rrd.plugins.base import (
@@ -228,7 +228,8 @@ class Daemon:
         subreaper = become_subreaper()
         control = None
         if self.control_address:
-            control = ControlServer(self.control_address, self._methods())
+            access = Access.from_config(self.config.rpc)
+            control = ControlServer(self.control_address, self._methods(), access=access)
         watcher: ConfigWatcher | None = None
         with self._signal_handlers(subreaper):
             try:
@@ -504,10 +505,8 @@ class Daemon:
             f"the {name} section is gone: stopping the {name} plugin",
             extra={"event": "plugin.stopping", "plugin": name},
         )
-        try:
-            await plugin.stop()
-        finally:
-            self.started.remove(plugin)
+        await plugin.stop()  # cancelled by a STOP, it stays started: the stop finishes it
+        self.started.remove(plugin)
 
     async def _start_plugin(self, name: str, ctx: PluginContext) -> bool:
         """A plugin whose section was added: started as at boot. One that cannot start (its

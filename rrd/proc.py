@@ -254,9 +254,15 @@ class ProcessRegistry:
         return reaped
 
     def kill_orphans(self) -> list[int]:
-        """SIGKILL every adopted orphan still alive (and its group, if it leads one); their pids."""
+        """SIGKILL every adopted orphan still alive (and its group, if it leads one); their pids.
+
+        One still in a group rrd started is not counted: killing that group took it (it may
+        just have been adopted as its worker died first), or reaping the group's leader will."""
         killed = []
         for orphan in self.orphans():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(orphan.pid) in self._groups:
+                    continue
             if orphan.state != "Z":
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(orphan.pid, signal.SIGKILL)

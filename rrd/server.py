@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import subprocess
 import time
 from collections.abc import Mapping
@@ -36,6 +38,40 @@ SYSTEMD_PRIVATE_ENV = (
 """Variables systemd meant for rrd alone (NotifyAccess=main drops a child's messages anyway)."""
 
 ON_INIT_LINE_LIMIT = 16 * 1024
+
+
+def worker_group(user: str) -> str | None:
+    """The group of a worker run as `user` without server.group: the user's own primary group,
+    not rrd's (root's gid would go with the user's uid otherwise)."""
+    if not user:
+        return None
+    try:
+        return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    except KeyError:
+        return None  # validate() has said so already; the spawn says it again
+
+
+def worker_groups(user: str, group: str | None) -> tuple[int, ...] | None:
+    """The supplementary groups of a worker run as `user`: the user's own (as login would give
+    them), never rrd's; None when workers run as rrd's user."""
+    if not user:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+        gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
+        return tuple(os.getgrouplist(entry.pw_name, gid))
+    except KeyError:
+        return None  # validate() has said so already; the spawn says it again
+
+
+def warn_root_workers(config: Config) -> None:
+    """Say once, at start, that workers will run as root because nobody chose a user."""
+    if os.geteuid() == 0 and not config.server.user:
+        log.warning(
+            "rrd runs as root and server.user is not set: workers run as root too; set "
+            "server.user (and server.group) to run them as a user of their own",
+            extra={"event": "server.root_workers"},
+        )
 
 
 class OnInitFailed(RrdError):
@@ -88,6 +124,7 @@ class Server:
                 path=str(self.config.source),
                 key="server.command",
             )
+        group = self.config.server.group or worker_group(self.config.server.user)
         return WorkerSpec(
             argv=tuple(argv),
             env=self.worker_env(pool, plugin_env),
@@ -98,7 +135,8 @@ class Server:
             max_frame_size=pool.max_frame_size,
             max_reply_size=pool.max_reply_size,
             user=self.config.server.user or None,
-            group=self.config.server.group or None,
+            group=group,
+            extra_groups=worker_groups(self.config.server.user, group),
         )
 
     def new_pool(

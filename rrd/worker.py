@@ -97,6 +97,8 @@ class WorkerSpec:
     max_reply_size: int = 4 * DEFAULT_MAX_PAYLOAD
     user: str | None = None
     group: str | None = None
+    extra_groups: tuple[int, ...] | None = None
+    """Supplementary groups when run as `user`: the user's, not rrd's."""
 
     @property
     def command(self) -> str:
@@ -401,6 +403,7 @@ class WorkerProcess:
                 start_new_session=True,
                 user=spec.user or None,
                 group=spec.group or None,
+                extra_groups=spec.extra_groups,
             )
 
     def retune(self, spec: WorkerSpec) -> None:

@@ -34,6 +34,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import grp
+import ipaddress
+import pwd
 import re
 import types
 import typing
@@ -381,6 +384,12 @@ class PoolConfig:
     """
 
     num_workers: int = setting(0, "Number of workers; 0 means one per CPU.", minimum=0)
+    max_workers: int = setting(
+        256,
+        "The most workers the pool may have: num_workers (0 means one per CPU, up to this) "
+        "and `rrd scale` are bounded by it, so that a typo cannot fork thousands of processes.",
+        minimum=1,
+    )
     max_jobs: int = setting(
         0,
         "Retire a worker after this many jobs; 0 means never.",
@@ -450,6 +459,11 @@ class PoolConfig:
         for name in ("allocate_timeout", "destroy_timeout", "reset_timeout"):
             if getattr(self, name) == 0:  # a frozen dataclass is set this way
                 object.__setattr__(self, name, 60.0)
+        if self.num_workers > self.max_workers:
+            raise ConfigError(
+                f"must be at most max_workers ({self.max_workers}), got {self.num_workers}",
+                key="num_workers",
+            )
         if self.max_reply_size < self.max_frame_size:
             raise ConfigError(
                 f"must be at least max_frame_size ({format_size(self.max_frame_size)}), "
@@ -592,15 +606,78 @@ class LogsConfig:
             object.__setattr__(self, "level", "error")
 
 
+def _check_ids(kind: Literal["user", "group"]) -> Callable[[tuple[str, ...]], None]:
+    """A check= that each word is a number or the name of an existing user (group)."""
+
+    def check(names: tuple[str, ...]) -> None:
+        for name in names:
+            if name.isascii() and name.isdigit():
+                continue
+            try:
+                pwd.getpwnam(name) if kind == "user" else grp.getgrnam(name)
+            except KeyError:
+                raise ValueError(f"no {kind} named {name!r}; give a name or a number") from None
+
+    return check
+
+
+def _loopback(host: str) -> bool:
+    """A listen host that only this machine can reach: localhost or a loopback literal."""
+    if host.lower() in ("", "localhost"):  # rrd reads an empty host as 127.0.0.1
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class RpcConfig:
-    """Where the control socket listens (rrd status, rrd reload, PHP's RPC client), as RR_RPC."""
+    """Where the control socket listens (rrd status, rrd reload, PHP's RPC client), as RR_RPC,
+    and who may use it.
+
+    A unix socket serves rrd's own uid and root, and the users and groups allowed here (it is
+    then mode 0666: the kernel's peer credentials decide). TCP has no credentials: it is
+    loopback only and read-only unless allow_remote and tcp_write say otherwise.
+    """
 
     listen: str = setting(
         "tcp://127.0.0.1:6001",
         "Address: tcp://HOST:PORT or unix:///path/to/socket; workers get it as RR_RPC.",
         check=_check_listen,
     )
+    allow_uids: tuple[str, ...] = setting(
+        (),
+        "Other users (names or uids) the unix control socket serves, besides rrd's own user "
+        "and root.",
+        check=_check_ids("user"),
+    )
+    allow_groups: tuple[str, ...] = setting(
+        (),
+        "Groups (names or gids) whose members the unix control socket serves, by primary or "
+        "supplementary group.",
+        check=_check_ids("group"),
+    )
+    allow_remote: bool = setting(
+        False,
+        "Let a tcp:// listen address be other than loopback (warned at start): anyone who "
+        "reaches it may call rrd.",
+    )
+    tcp_write: bool = setting(
+        False,
+        "Serve the calls that change rrd (reset, scale, reload, stop) over TCP too; else TCP "
+        "serves only informer.List, informer.Workers, resetter.List, rrd.Status, rrd.Workers.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.listen.startswith("tcp://") and not self.allow_remote:
+            host = self.listen.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+            if not _loopback(host):
+                raise ConfigError(
+                    f"{self.listen} is not a loopback address: any host that reaches it could "
+                    "call rrd; set rpc.allow_remote: true if that is meant",
+                    key="listen",
+                )
 
 
 @dataclass(frozen=True)

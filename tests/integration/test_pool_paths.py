@@ -185,9 +185,7 @@ async def test_new_frame_and_reply_caps_and_kill_timeout_apply_to_live_workers()
     async with running(num_workers=1) as pool:
         (worker,) = serving(pool)
         small = replace(pool.config, max_frame_size=1024, max_reply_size=2048, kill_timeout=0.5)
-        await pool.reconfigure(
-            small, spec_of(small), size_changed=False, replace_workers=False
-        )
+        await pool.reconfigure(small, spec_of(small), size_changed=False, replace_workers=False)
         assert worker.spec.kill_timeout == 0.5 and worker.spec.max_reply_size == 2048
         assert worker.spec.argv == pool.spec.argv
         with pytest.raises(WorkerError):

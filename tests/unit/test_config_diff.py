@@ -22,8 +22,8 @@ from rrd.config import (
     PoolConfig,
     ReloadPlan,
     diff,
-    pin,
     load_config,
+    pin,
     setting,
 )
 from rrd.plugins.ticker import TickerConfig
@@ -297,7 +297,9 @@ def test_pin_keeps_what_needs_a_restart_as_rrd_started(tmp_path: Path) -> None:
     """A reload applies the new file pinned at its restart-needed keys: workers started
     after it still get the rpc address rrd listens on, and the pinned config diffs to the
     applied changes only."""
-    moved = edit(BASE, ("tcp://127.0.0.1:6001", "tcp://127.0.0.1:7001"), ("interval: 1s", "interval: 2s"))
+    moved = edit(
+        BASE, ("tcp://127.0.0.1:6001", "tcp://127.0.0.1:7001"), ("interval: 1s", "interval: 2s")
+    )
     old, new = load(tmp_path, BASE), load(tmp_path, moved)
     pinned = diff(old, new).restart_needed()
     assert [c.key for c in pinned] == ["rpc.listen"]

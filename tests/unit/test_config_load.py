@@ -1165,7 +1165,7 @@ def test_overrides(tmp_path: Path) -> None:
             "server.command=php 'new worker.php'",
             "server.env.PATH=/usr/bin",
             "server.env.extra=$HOST",
-            "rpc.listen=tcp://0.0.0.0:6001",
+            "rpc.listen=tcp://127.0.0.2:6001",
             "demo.pool.supervisor.ttl=1h",
             "demo.pool.num_workers=9",
         ],
@@ -1175,7 +1175,7 @@ def test_overrides(tmp_path: Path) -> None:
     assert demo.pool.supervisor.ttl == 3600.0
     assert config.server.command == ("php", "new worker.php")
     assert config.server.env == {"PATH": "/usr/bin", "EXTRA": "example.org"}
-    assert config.rpc == RpcConfig("tcp://0.0.0.0:6001")
+    assert config.rpc == RpcConfig("tcp://127.0.0.2:6001")
 
 
 def test_override_flow_values(tmp_path: Path) -> None:

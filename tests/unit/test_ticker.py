@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rrd.clock import SystemClock
 from rrd.config import load_config
@@ -176,6 +178,67 @@ async def test_every_due_tick_is_accounted_for() -> None:
         ledger = ticker.ledger
         assert ledger.due == due and ledger.balanced
         assert ledger.skipped["late"] and ledger.skipped["busy"] and ledger.delivered
+
+
+_FAILURES = [
+    None,
+    SoftJobError("bad input", pid=7),
+    ExecTimeout("no reply", pid=7),
+    WorkerCrashed("closed its relay", pid=7),
+    NoWorkers("none free"),
+    KeyError("a bug"),
+]
+
+_STEPS = st.one_of(
+    st.tuples(st.just("advance"), st.floats(0, 3)),
+    st.tuples(st.just("jump"), st.floats(0, 5)),
+    st.tuples(st.just("duration"), st.sampled_from([0.0, 0.4, 1.5, 2.5])),
+    st.tuples(st.just("fail"), st.sampled_from(range(len(_FAILURES)))),
+    st.tuples(st.just("hold"), st.booleans()),
+    st.tuples(st.just("cancel_one"), st.just(0)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(_STEPS, max_size=25),
+    overlap=st.sampled_from(["skip", "parallel"]),
+    interval=st.sampled_from([0.25, 1.0]),
+)
+def test_the_ledger_balances_at_every_moment(
+    steps: list[tuple[str, Any]], overlap: str, interval: float
+) -> None:
+    """Whatever the workers do (slow, failing, hung, a tick cancelled) and however late the
+    loop is, every tick due is in flight, delivered, failed or skipped, at every moment."""
+    asyncio.run(_ledger_scenario(steps, overlap, interval))
+
+
+async def _ledger_scenario(steps: list[tuple[str, Any]], overlap: str, interval: float) -> None:
+    async with ticking(interval=interval, overlap=overlap, max_parallel=3) as (ticker, rec, clock):
+        start = clock.now
+        for action, value in steps:
+            if action == "advance":
+                await clock.advance(value)
+            elif action == "jump":
+                await clock.jump(value)
+            elif action == "duration":
+                rec.duration = value
+            elif action == "fail":
+                rec.fail = _FAILURES[value]
+            elif action == "hold":
+                if value and rec.hold is None:
+                    rec.hold = asyncio.Event()
+                elif not value and rec.hold is not None:
+                    rec.hold.set()
+                    rec.hold = None
+            elif ticker._in_flight:
+                next(iter(ticker._in_flight)).cancel()
+            await settle()
+            ledger = ticker.ledger
+            assert ledger.balanced, ledger.snapshot()
+            assert ledger.due == int((clock.now - start) / interval + 1e-9)
+            assert ledger.in_flight == len(ticker._in_flight)
+    assert ticker.ledger.balanced and ticker.ledger.in_flight == 0
 
 
 @pytest.mark.parametrize(
