@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench man test-systemd clean
+.PHONY: run test lint bench soak man test-systemd clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "rrd needs Python >= 3.11")'
@@ -27,6 +27,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/codec.py
+
+# rrd under chaos workers and a driver that signals, rewrites, scales and pokes it; then checks
+# it is whole and prints the figures. 10 minutes; `make soak SOAK_SECONDS=60` for less.
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
 # The man pages are generated from the click commands and the config schema, and committed.
 man: $(STAMP)

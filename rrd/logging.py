@@ -4,7 +4,10 @@ Room: daemon tier (beside notify). Like notify it talks to whatever runs rrd, an
 must never hold up the event loop: a log call only queues the record, and a writer thread of
 this module's own formats and writes it. When the reader of rrd's output stops reading, the
 bounded queue fills and further records are dropped and counted, never waited for; one
-`log.dropped` line says how many once the output drains.
+`log.dropped` line says how many once the output drains. When the output fails instead (a full
+disk, /dev/full, a closed pipe), rrd goes on supervising: one `log.write_failed` line on stderr
+says so, the records that cannot be written are counted, and once the output works again one
+`log.write_resumed` line in it says how many were lost.
 
 Lower rooms log through the standard `logging` module and name their event in
 `extra={"event": "worker.started", ...}`; only this module decides how a record is written, so
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import logging
+import os
 import sys
 import threading
 import time
@@ -117,13 +122,73 @@ def parse_level(name: str) -> int:
     return _LEVELS.get(name.lower(), logging.INFO)
 
 
-def open_output(output: str) -> IO[str]:
-    """`logs.output`: stderr, stdout, or a file path opened for appending, line-buffered."""
-    if output == "stderr":
-        return sys.stderr
-    if output == "stdout":
-        return sys.stdout
-    return open(output, "a", buffering=1, encoding="utf-8")
+class LogOutput:
+    """`logs.output`: stderr, stdout, or a file path opened for appending.
+
+    Each line goes out in os.write calls of its own, with no buffer in between: a write that
+    fails (ENOSPC) leaves nothing buffered to come out later, twice or out of order (a disk
+    that fills in the middle of a line still cuts that one short). A standard stream without a
+    file descriptor (a test's stand-in) is written through its own methods.
+    """
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.stream: IO[str] | None = None
+        self.fd: int | None = None
+        if output in STANDARD_STREAMS:
+            self.stream = sys.stderr if output == "stderr" else sys.stdout
+            try:
+                self.fd = self.stream.fileno()
+            except (OSError, ValueError, AttributeError):
+                self.fd = None
+        else:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self.fd = os.open(output, flags, 0o666)
+
+    def write_line(self, text: str) -> None:
+        """Write `text` and a newline; OSError when the output fails."""
+        if self.fd is None:
+            assert self.stream is not None
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            return
+        if self.stream is not None:
+            # whatever others printed to the stream goes first; a failure of theirs is not ours
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.flush()
+        data = memoryview((text + "\n").encode("utf-8", "backslashreplace"))
+        while data:
+            written = os.write(self.fd, data)
+            if written <= 0:
+                raise OSError(errno.EIO, "the log output took no bytes")
+            data = data[written:]
+
+    def close(self) -> None:
+        """Close a file output; a standard stream is left open."""
+        if self.stream is None and self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+def open_output(output: str) -> LogOutput:
+    """`logs.output` opened for writing lines; OSError when a file cannot be opened."""
+    return LogOutput(output)
+
+
+def tell_stderr(text: str) -> None:
+    """A line about the log output itself, on stderr: the one place left to say it."""
+    with contextlib.suppress(Exception):
+        stream = sys.stderr
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError, AttributeError):
+            stream.write(text + "\n")
+            stream.flush()
+            return
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+        os.write(fd, (text + "\n").encode("utf-8", "backslashreplace"))
 
 
 def writer_record(level: int, event: str, message: str, **fields: Any) -> logging.LogRecord:
@@ -250,6 +315,8 @@ class LogWriter(QueueListener):
         self.stream = open_output(output)
         self._stopping = threading.Event()
         self._reopening = threading.Event()
+        self._failure: OSError | None = None
+        self._lost = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._write, name="rrd-log-writer", daemon=True)
@@ -281,9 +348,49 @@ class LogWriter(QueueListener):
     def handle(self, record: logging.LogRecord) -> None:
         """Format and write one record; a failing output costs the record, never the thread."""
         try:
-            self.stream.write(self.formatter.format(record) + "\n")
+            text = self.formatter.format(record)
         except Exception:
             report_error()
+            return
+        try:
+            if self._failure is not None:
+                self.stream.write_line(self.formatter.format(self._resumed()))
+                self._failure, self._lost = None, 0
+            self.stream.write_line(text)
+        except OSError as exc:
+            self._write_failed(exc)
+
+    def _write_failed(self, error: OSError) -> None:
+        """Count the record lost; the first of a run of failures is said once, on stderr."""
+        self._lost += 1
+        if self._failure is not None:
+            return
+        self._failure = error
+        reason = error.strerror or str(error)
+        message = (
+            f"cannot write to the log output {self.output}: {reason}; rrd goes on and counts "
+            "the records it cannot write until the output works again"
+        )
+        notice = writer_record(
+            logging.ERROR,
+            "log.write_failed",
+            message,
+            output=self.output,
+            error=reason,
+            errno=errno.errorcode.get(error.errno or 0, str(error.errno)),
+        )
+        tell_stderr(self.formatter.format(notice))
+
+    def _resumed(self) -> logging.LogRecord:
+        reason = self._failure.strerror if self._failure is not None else None
+        return writer_record(
+            logging.WARNING,
+            "log.write_resumed",
+            f"the log output works again; {self._lost} log records were lost while it failed"
+            f" ({reason})",
+            output=self.output,
+            count=self._lost,
+        )
 
     def _write(self) -> None:
         while True:
@@ -299,12 +406,10 @@ class LogWriter(QueueListener):
             else:
                 self.dropped.release(record_size(record))
                 self.handle(record)
-        if self.output not in STANDARD_STREAMS:
-            with contextlib.suppress(Exception):
-                self.stream.close()
+        self.stream.close()
 
     def _caught_up(self) -> None:
-        """The queue is empty: say what was dropped, then flush."""
+        """The queue is empty: say what was dropped."""
         self._reopen_if_asked()
         dropped = self.dropped.take()
         if dropped and logging.getLogger().isEnabledFor(logging.WARNING):
@@ -316,10 +421,6 @@ class LogWriter(QueueListener):
                     count=dropped,
                 )
             )
-        try:
-            self.stream.flush()
-        except Exception:
-            report_error()
 
     def _reopen_if_asked(self) -> None:
         if not self._reopening.is_set():
@@ -330,12 +431,13 @@ class LogWriter(QueueListener):
         try:
             stream = open_output(self.output)
         except OSError as exc:
-            message = f"cannot reopen {self.output}: {exc.strerror}"
-            self.handle(writer_record(logging.ERROR, "log.reopen_failed", message))
+            message = f"cannot reopen {self.output}: {exc.strerror}; still writing to the old file"
+            failed = writer_record(logging.ERROR, "log.reopen_failed", message, output=self.output)
+            self.handle(failed)
+            tell_stderr(self.formatter.format(failed))  # the old file may be gone from view
             return
         previous, self.stream = self.stream, stream
-        with contextlib.suppress(Exception):
-            previous.close()
+        previous.close()
 
 
 def report_error() -> None:

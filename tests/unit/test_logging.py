@@ -368,3 +368,76 @@ def test_interpreter_exit_does_not_wait_on_a_blocked_output() -> None:
         os.close(stderr)
         os.close(unread)
     assert done.stdout.decode().split() == ["logged", "shut", "down", "False"]
+
+
+def test_an_output_that_fails_every_write_is_said_once_on_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """/dev/full: every write fails with ENOSPC. The writer goes on, counts, says it once."""
+    rrd_logging.configure(output="/dev/full")
+    for n in range(300):
+        logging.getLogger("rrd.test").info("record %d", n)
+    assert rrd_logging.shutdown()
+    errors = capfd.readouterr().err.splitlines()
+    assert len(errors) == 1, errors[:5]
+    notice = json.loads(errors[0])
+    assert notice == {
+        **notice,
+        "level": "error",
+        "logger": "rrd.logging",
+        "event": "log.write_failed",
+        "output": "/dev/full",
+        "error": "No space left on device",
+        "errno": "ENOSPC",
+    }
+    assert notice["msg"].startswith("cannot write to the log output /dev/full: No space left")
+
+
+FILL_A_FILE_THEN_MAKE_ROOM = textwrap.dedent(
+    """
+    import logging, os, resource, sys, time
+    from rrd import logging as rrd_logging
+
+    path = sys.argv[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))  # a small disk
+    rrd_logging.configure(output=path)
+    writer = rrd_logging._pipeline[1]
+    for n in range(100):
+        logging.getLogger("rrd.test").info("record %d", n)
+    deadline = time.monotonic() + 10
+    while writer._failure is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(path) as full:  # whole lines: the one that met the limit was cut short
+        written = sum(line.endswith("}") for line in full.read().splitlines())
+    os.truncate(path, 0)  # room again
+    logging.getLogger("rrd.test").info("record 100")
+    print(written, rrd_logging.shutdown(5.0), flush=True)
+    """
+)
+
+
+def test_the_records_lost_while_a_file_was_full_are_counted_once_it_has_room(
+    tmp_path: Path,
+) -> None:
+    """A file size limit stands for a full disk (writes past it fail with EFBIG)."""
+    output = tmp_path / "rrd.log"
+    done = subprocess.run(
+        [sys.executable, "-c", FILL_A_FILE_THEN_MAKE_ROOM, str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    written, shut_down = done.stdout.split()
+    assert shut_down == "True", done.stderr
+    (failed,) = [json.loads(line) for line in done.stderr.splitlines()]
+    assert failed["event"] == "log.write_failed" and failed["errno"] == "EFBIG", failed
+    records = [json.loads(line) for line in lines(output)]
+    resumed = [r for r in records if r["event"] == "log.write_resumed"]
+    assert len(resumed) == 1 and resumed[0]["level"] == "warn", records
+    kept = [r for r in records if r["event"] == "log"]
+    assert kept[-1]["msg"] == "record 100"
+    assert 0 < int(written) < 100
+    # every record was written (before the disk was full, or after) or counted as lost
+    assert int(written) + resumed[0]["count"] + len(kept) == 101
+    assert f"{resumed[0]['count']} log records were lost" in resumed[0]["msg"]
