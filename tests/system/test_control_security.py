@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from rrd.control.address import UnsafeControlPath
+from rrd.control.client import ControlClient
 from rrd.protocol.frame import Decoder
 from rrd.protocol.rpc import RpcError, decode_reply, encode_request, parse_reply
 from tests.helpers import ROOT, pid_alive, wait_until
@@ -401,3 +403,52 @@ def test_an_unprivileged_rrd_makes_its_own_private_directory(open_dir: Path) -> 
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(20) == 0
+
+
+def serve_as_nobody(sock: Path) -> subprocess.Popen[bytes]:
+    """A listener at `sock`, run as nobody, that accepts connections until killed."""
+    server = subprocess.Popen(
+        [
+            *NOBODY,
+            sys.executable,
+            "-c",
+            "import socket,sys;s=socket.socket(socket.AF_UNIX);s.bind(sys.argv[1]);s.listen();"
+            "print('up',flush=True)\nwhile True: s.accept()",
+            str(sock),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert server.stdout is not None and server.stdout.readline() == b"up\n"
+    return server
+
+
+@root_only
+@pytest.mark.parametrize("parent_mode", [0o755, 0o1777])
+def test_root_trusts_a_service_users_socket_only_in_a_runtime_directory_of_its_own(
+    parent_mode: int,
+) -> None:
+    """systemd's DynamicUser runs rrd as a user of its own, in a RuntimeDirectory= it owns
+    under root's /run: root's `rrd status` must trust it there, and nowhere another user
+    could have planted it (a directory under a world-writable one)."""
+    base = Path(tempfile.mkdtemp(prefix="rrd-test-"))
+    base.chmod(0o755)
+    parent = base / "run"
+    parent.mkdir()
+    parent.chmod(parent_mode)
+    runtime = parent / "rrd"
+    runtime.mkdir(mode=0o755)
+    os.chown(runtime, 65534, 65534)
+    server = serve_as_nobody(runtime / "rrd.sock")
+    try:
+        client = ControlClient(f"unix://{runtime / 'rrd.sock'}")
+        if parent_mode == 0o755:
+            client.connect()
+            assert client.server_pid == server.pid
+        else:
+            with pytest.raises(UnsafeControlPath, match="served by uid 65534"):
+                client.connect()
+        client.close()
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(base, ignore_errors=True)
