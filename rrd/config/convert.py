@@ -13,6 +13,7 @@ values and command words take any scalar as written: `VERSION: 1.10` is "1.10", 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import shlex
 from collections.abc import Callable, Mapping
@@ -33,6 +34,10 @@ _REFERENCE = re.compile(
 )
 _INTEGER = re.compile(r"[-+]?[0-9]+")
 _MAX_DIGITS = 1000  # int() refuses more than 4300 digits
+_MAX_COMMAND = 128 * 1024
+"""Longest command string split into words: shlex takes time quadratic in the length (a
+minute for 2 MB), and Linux runs no argument longer than this anyway (MAX_ARG_STRLEN)."""
+_FLOAT_LIMIT = 2**1023  # float() of a larger int raises OverflowError
 _NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
@@ -241,10 +246,16 @@ class Converter:
             ):
                 return int(value)
         elif kind == "float":
+            number: float | None = None
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if weak and isinstance(value, str) and _NUMBER.fullmatch(value):
-                return float(value)
+                number = float(value) if abs(value) < _FLOAT_LIMIT else math.inf
+            elif weak and isinstance(value, str) and _NUMBER.fullmatch(value):
+                number = float(value)
+            if number is not None:
+                if not math.isfinite(number):
+                    got = node.text if node.text is not None else describe(value)
+                    self.fail(node, key, line, f"expected a finite number, got {got}")
+                return number
         elif (
             kind in ("duration", "size")
             and isinstance(value, (str, int, float))
@@ -329,6 +340,14 @@ class Converter:
             self.fail(node, key, line, self.expected("words", value))
         if "\0" in value:
             self.fail(node, key, line, "a word must not hold NUL")
+        if len(value) > _MAX_COMMAND:
+            self.fail(
+                node,
+                key,
+                line,
+                f"a command of {len(value)} characters is too long to split (at most "
+                f"{_MAX_COMMAND}); write it as a list",
+            )
         try:
             return tuple(shlex.split(value))
         except ValueError as err:

@@ -39,6 +39,7 @@ from rrd.config.schema import (
     Shape,
     field_specs,
 )
+from rrd.config.tree import join, printable
 from rrd.config.units import format_duration, format_size
 
 __all__ = ["Action", "Change", "ReloadPlan", "diff", "pin"]
@@ -116,6 +117,7 @@ def _show(value: Any, kind: str) -> str:
         text = '""'
     else:
         text = str(value)
+    text = printable(text)  # a value with a newline must not break the log line in two
     return text if len(text) <= _SHORT else text[: _SHORT - 3] + "..."
 
 
@@ -337,7 +339,7 @@ def _sectionmap(
             out.append(Change(key, old, new, rule.appear, "sectionmap"))
         return
     for name in _names(old, new):
-        _section(old.get(name), new.get(name), cls, f"{key}.{name}", rule, out)
+        _section(old.get(name), new.get(name), cls, join(key, name), rule, out)
 
 
 def _env(
@@ -355,7 +357,7 @@ def _env(
     for name in _names(old, new):
         before, after = old.get(name), new.get(name)
         if before != after:
-            out.append(Change(f"{key}.{name}", before, after, action, "env"))
+            out.append(Change(join(key, name), before, after, action, "env"))
 
 
 def _names(old: Iterable[str], new: Iterable[str]) -> list[str]:

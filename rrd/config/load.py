@@ -34,7 +34,7 @@ from rrd.config.schema import (
     Shape,
     field_specs,
 )
-from rrd.config.tree import FILE, OVERRIDE, Entry, Node, parse_yaml, quote
+from rrd.config.tree import FILE, OVERRIDE, Entry, Node, parse_yaml, printable, quote
 from rrd.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -81,8 +81,8 @@ def load_config(
     known = ["version", *schema]
     for name, entry in entries.items():
         if name not in schema and name != "version":
-            message = f"unknown section '{name}'" + suggest(name, known)
-            converter.fail(entry.node, name, entry.key_line, message)
+            message = f"unknown section '{printable(name)}'" + suggest(name, known)
+            converter.fail(entry.node, printable(name), entry.key_line, message)
         converter.note(name, entry.key_line, entry.node)
 
     version, warnings = _version(entries.get("version"), root, converter)
@@ -177,8 +177,9 @@ def _override(root: Node, text: str, schema: Mapping[str, type]) -> Node:
     elif top in schema:
         shape = Shape("section", cls=schema[top])
     else:
+        shown = printable(top)
         raise ConfigError(
-            f"unknown section '{top}'" + suggest(top, ["version", *schema]), path="-o", key=top
+            f"unknown section '{shown}'" + suggest(top, ["version", *schema]), path="-o", key=shown
         )
     return _set(root, parts, 0, {top: shape}, raw)
 
@@ -188,7 +189,7 @@ def _set(
 ) -> Node:
     """A copy of `node` with the override at `parts[depth:]`; `fields` None is an env map."""
     name = parts[depth]
-    dotted = ".".join(parts[: depth + 1])
+    dotted = ".".join(printable(part) for part in parts[: depth + 1])
     if fields is None:
         shape = Shape("str")
     elif name in fields:
@@ -212,7 +213,7 @@ def _set(
             raise ConfigError(
                 "an environment variable has no keys below it",
                 path="-o",
-                key=".".join(parts[: depth + 2]),
+                key=".".join(printable(part) for part in parts[: depth + 2]),
             )
         child = _set(old.node if old else None, parts, depth + 1, None, raw)
     else:

@@ -10,7 +10,8 @@ nodes by a SafeLoader subclass with YAML 1.2-like resolvers, and the values are 
 - integers are decimal without a leading zero, `0x1f` or `0o755`; `0755` and `1:30` and
   `1_000` are strings (a field that wants an integer then says so, naming the line);
 - floats need a dot or an exponent; dates are strings; `~`, `null` and nothing are null;
-- keys must be strings, a duplicate key is an error naming both lines, `<<` merges work.
+- keys must be strings, a duplicate key is an error naming both lines, `<<` merges work;
+- a `\\uD800`-style escape of a lone surrogate is an error: no program could be given it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,18 @@ import yaml
 
 from rrd.errors import ConfigError
 
-__all__ = ["FILE", "OVERRIDE", "Entry", "Node", "Origin", "describe", "join", "parse_yaml"]
+__all__ = [
+    "FILE",
+    "OVERRIDE",
+    "Entry",
+    "Node",
+    "Origin",
+    "describe",
+    "join",
+    "parse_yaml",
+    "printable",
+    "quote",
+]
 
 Origin: TypeAlias = Literal["file", "-o"]
 FILE: Final = "file"
@@ -55,8 +67,15 @@ class Entry:
 
 
 def join(path: str, key: str) -> str:
-    """The dotted key of `key` inside `path`."""
+    """The dotted key of `key` inside `path` (quoted if it holds a newline or the like)."""
+    key = printable(key)
     return f"{path}.{key}" if path else key
+
+
+def printable(text: str) -> str:
+    """`text` itself when every character of it prints, else `quote(text)`: a key or a name
+    a message shows must not break its one line."""
+    return text if text.isprintable() else quote(text)
 
 
 def describe(value: object) -> str:
@@ -79,7 +98,15 @@ def describe(value: object) -> str:
 def quote(text: str) -> str:
     """A string in double quotes, escaped so that a message stays on one line."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    if not escaped.isprintable():  # a NEL, a U+2028, a form feed... break lines too
+        escaped = "".join(c if c.isprintable() else _escape(c) for c in escaped)
+    return '"' + escaped + '"'
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 _TAG = "tag:yaml.org,2002:"
@@ -87,6 +114,10 @@ _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "b
 _SEQ, _MAP, _MERGE = _TAG + "seq", _TAG + "map", _TAG + "merge"
 
 _MAX_DIGITS = 1000  # int() refuses more than 4300 digits; no setting needs a tenth of that
+_MAX_MERGED = 100_000
+"""Keys `<<` may copy in one file: a config merges a few dozen, a chain of merges built to
+grow quadratically (an alias bomb's cousin) would otherwise take minutes."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _INT_TEXT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+|0o[0-7]+")
 _FLOAT_TEXT = re.compile(
     r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
@@ -149,6 +180,7 @@ class _Builder:
         self.origin: Origin = origin
         self.built: dict[int, Node] = {}
         self.building: set[int] = set()
+        self.merge_budget = _MAX_MERGED
 
     def error(self, ynode: yaml.Node, path: str, message: str) -> ConfigError:
         return ConfigError(message, path=self.source, line=self.line(ynode), key=path or None)
@@ -181,6 +213,7 @@ class _Builder:
     def scalar(self, ynode: yaml.ScalarNode, path: str) -> Scalar:
         text: str = ynode.value
         tag = ynode.tag
+        self.check_text(ynode, path)
         if tag == _STR:
             return text
         if tag == _NULL:
@@ -203,6 +236,14 @@ class _Builder:
         kind = tag.removeprefix(_TAG)
         raise self.error(ynode, path, f"bad !!{kind} value {quote(text)}")
 
+    def check_text(self, ynode: yaml.ScalarNode, path: str) -> None:
+        """Refuse a lone surrogate (only a `\\u` escape makes one): UTF-8 cannot hold it, so
+        neither an argument, an environment value nor a log line could."""
+        found = _SURROGATE.search(ynode.value)
+        if found is not None:
+            code = f"U+{ord(found[0]):04X}"
+            raise self.error(ynode, path, f"a string holds the lone surrogate {code}")
+
     def mapping(self, ynode: yaml.Node, path: str) -> dict[str, Entry]:
         if ynode.tag != _MAP:
             raise self.error(ynode, path, f"unsupported YAML tag {ynode.tag}")
@@ -223,17 +264,25 @@ class _Builder:
                     f"keys must be strings, got {describe(raw)}",
                 )
             key = key_node.value
+            self.check_text(key_node, path)
             first = entries.get(key)
             if first is not None:
                 where = f" (first at line {first.key_line})" if first.key_line else ""
                 raise self.error(key_node, join(path, key), f"duplicate key{where}")
             entries[key] = Entry(self.line(key_node), self.build(value_node, join(path, key)))
+        seen: set[int] = set()
         for merge in merges:
             sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
             for source in sources:
+                if id(source) in seen:  # the same alias again adds nothing
+                    continue
+                seen.add(id(source))
                 merged = self.build(source, path)
                 if not isinstance(merged.value, dict):
                     raise self.error(source, path, "<< merges only mappings")
+                self.merge_budget -= len(merged.value)
+                if self.merge_budget < 0:
+                    raise self.error(source, path, f"<< merges copy over {_MAX_MERGED} keys in all")
                 for key, entry in merged.value.items():
                     entries.setdefault(key, entry)
         return entries

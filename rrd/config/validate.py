@@ -17,6 +17,7 @@ import dataclasses
 import grp
 import os
 import pwd
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -120,11 +121,22 @@ def _check_log_output(config: Config) -> None:
 def _why_not_appendable(path: Path) -> str | None:
     if "\0" in str(path):
         return "a path must not hold NUL"
-    if path.is_dir():
-        return "it is a directory"
-    if path.exists():
+    try:
+        mode: int | None = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:  # too long, a symlink loop, a directory rrd may not search
+        return exc.strerror or str(exc)
+    if mode is not None:
+        if stat.S_ISDIR(mode):
+            return "it is a directory"
         return None if os.access(path, os.W_OK) else "permission denied"
     parent = Path(os.path.realpath(path)).parent  # where a dangling symlink's target would be
-    if not parent.is_dir():
+    try:
+        if not stat.S_ISDIR(parent.stat().st_mode):
+            return f"no directory {str(parent)!r}"
+    except (FileNotFoundError, NotADirectoryError):
         return f"no directory {str(parent)!r}"
+    except OSError as exc:
+        return exc.strerror or str(exc)
     return None if os.access(parent, os.W_OK | os.X_OK) else "permission denied"

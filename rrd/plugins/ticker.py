@@ -318,8 +318,12 @@ class TickerPlugin(Plugin):
             self.ctx.crashed("the ticker's schedule", error)
 
     async def reset(self) -> None:
-        if self.pool is not None:
-            await self.pool.reset()
+        """Replace every worker; RrdError when the new ones fail to start (the old serve on)."""
+        if self.pool is not None and not await self.pool.reset():
+            raise RrdError(
+                f"the new workers of {self.name} fail to start ({self.pool.status().last_error});"
+                " the old ones keep serving while rrd retries"
+            )
 
     def workers(self) -> list[WorkerInfo]:
         return self.pool.workers() if self.pool is not None else []

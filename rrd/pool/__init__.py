@@ -145,15 +145,17 @@ class Pool:
             )
         raise WorkerError(f"every worker of pool {self.name!r} asked to be retired")
 
-    async def reset(self, reason: ExitReason = ExitReason.RESET) -> None:
-        """Replace every worker, each successor ready before its predecessor leaves service."""
+    async def reset(self, reason: ExitReason = ExitReason.RESET) -> bool:
+        """Replace every worker, each successor ready before its predecessor leaves service.
+        False when the new workers fail to start (the old ones keep serving)."""
         began = time.monotonic()
         workers = len(self.keeper.serving)
         log.info(
             f"replacing {workers} workers of pool {self.name!r} ({reason.value})",
             extra={"event": "pool.reset", "plugin": self.name, "workers": workers},
         )
-        await self.keeper.reset(reason)
+        if not await self.keeper.reset(reason):
+            return False
         log.info(
             f"pool {self.name!r}: {workers} workers replaced",
             extra={
@@ -163,6 +165,7 @@ class Pool:
                 "duration_ms": round((time.monotonic() - began) * 1000, 1),
             },
         )
+        return True
 
     def scale(self, workers: int) -> None:
         """Keep `workers` in service from now on, rolling: surplus ones retire gracefully.

@@ -150,6 +150,7 @@ class Keeper:
         self._starters: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._closed = asyncio.Event()
+        self._fresh = asyncio.Event()
         self._closing = False
         self._deadline: float | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -243,25 +244,48 @@ class Keeper:
         self._replacing.add(worker)
         return self._starter(self._replace(worker, reason))
 
-    async def reset(self, reason: ExitReason = ExitReason.RESET) -> None:
+    async def reset(self, reason: ExitReason = ExitReason.RESET) -> bool:
         """Replace every worker in service, a quarter of the pool at a time, each successor
-        ready before its predecessor leaves service; busy ones leave after their job.
+        ready before its predecessor leaves service; busy ones leave after their job. False
+        when the successors cannot start (see below).
 
         Past `reset_timeout`, a predecessor still busy is killed (and said so); one whose
-        successor cannot start keeps serving while the start is retried."""
+        successor cannot start keeps serving while the start is retried. When the first
+        successor fails to start and none has started yet (a new command that cannot run),
+        the reset ends at once, saying so: the old workers go on serving, and the starts go
+        on in the background with their backoff, as after any failed start."""
         old = list(self.serving)
         batch = max(1, -(-self.target // RESET_PARTS))
         deadline = self.clock.monotonic() + self.config.reset_timeout
+        failures = self.failures
+
+        def hopeless() -> bool:
+            return self.failures > failures and all(w.state.in_service for w in old)
+
+        def over(wave: list[WorkerProcess]) -> Callable[[], bool]:
+            return lambda: _all_left(wave) or hopeless()
+
         for start in range(0, len(old), batch):
             wave = [w for w in old[start : start + batch] if w.state.in_service]
             for worker in wave:
                 self.replace(worker, reason)
             remaining = deadline - self.clock.monotonic()
-            if not await self._until(functools.partial(_all_left, wave), remaining):
+            if not await self._until(over(wave), remaining):
                 break
+            if hopeless():
+                log.warning(
+                    f"pool {self.name!r}: the new workers fail to start ({self.last_error}); "
+                    f"the {len(old)} running ones keep serving while the starts are retried",
+                    extra={
+                        "event": "pool.reset_failed",
+                        "plugin": self.name,
+                        "last_error": self.last_error,
+                    },
+                )
+                return False
         stuck = [w for w in old if w.state.in_service]
         if not stuck:
-            return
+            return True
         busy = [w for w in stuck if w.state is WorkerState.DRAINING]
         log.warning(
             f"reset of pool {self.name!r} took over {self.config.reset_timeout:g}s; "
@@ -277,6 +301,7 @@ class Keeper:
         for worker in stuck:
             if worker.state.in_service and worker not in self._replacing:
                 self.replace(worker, reason)
+        return True
 
     def resize(self, target: int) -> None:
         """Keep `target` workers in service from now on: start the missing ones, retire the
@@ -314,10 +339,15 @@ class Keeper:
 
     def reconfigure(self, config: PoolConfig, spec: WorkerSpec | None = None) -> None:
         """New settings, applied in place: new limits are drawn for the workers in service and
-        the watcher restarts with the new periods. A new `spec` is used by the next starts."""
+        the watcher restarts with the new periods. A new `spec` is used by the next starts;
+        when it starts workers differently, the failed starts of the old one are forgotten
+        and starts waiting out a backoff try the new one at once."""
         self.config = config
-        if spec is not None:
+        if spec is not None and spec != self.spec:
             self.spec = spec
+            self.failures, self.fatal, self._last_start_failed = 0, False, False
+            self._fresh.set()
+            self._fresh.clear()  # the waiters it woke stay woken
         self.free.allocate_timeout = config.allocate_timeout
         self.free.max_queue_size = config.max_queue_size
         for worker in (*self.serving, *self._held.values()):
@@ -513,10 +543,8 @@ class Keeper:
         task = asyncio.current_task()
         assert task is not None
         self._refills.discard(task)  # now a worker in hand, or nothing: no longer a start
-        if worker is not None:
+        if worker is not None:  # None: the pool stops, or failed to boot
             self._enter(worker)
-        else:
-            self._rebalance()
 
     async def _replace(self, old: WorkerProcess, reason: ExitReason) -> None:
         """Start a successor for `old`, then retire `old` (now if idle, else after its job;
@@ -594,11 +622,13 @@ class Keeper:
         )
         sleeping = asyncio.ensure_future(self.clock.sleep_until(self.clock.monotonic() + delay))
         closed = asyncio.ensure_future(self._closed.wait())
+        fresh = asyncio.ensure_future(self._fresh.wait())
         try:
-            await asyncio.wait({sleeping, closed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sleeping, closed, fresh}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeping.cancel()
             closed.cancel()
+            fresh.cancel()
         return not self._closing
 
     async def _watch_limits_and_health(self) -> None:

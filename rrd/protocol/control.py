@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # typing costs every worker ~4 ms of its start: for the check
 CONTROL_JSON = Flag.CONTROL | Flag.CODEC_JSON
 STOP_JSON = b'{"stop":true}'
 _PID_PREFIX = b'{"pid":'
+PID_MAX = 2**31 - 1
+"""The largest pid_t: a larger number in a pid frame is garbage, not a process."""
 
 
 class Payload(Record):
@@ -90,6 +92,7 @@ def _known_control(payload: bytes) -> dict[str, Any] | None:
         payload.startswith(_PID_PREFIX)
         and payload.endswith(b"}")
         and digits.isdigit()  # ASCII digits only, for bytes
+        and len(digits) <= 10  # int() refuses more than 4300 digits; no pid has 11
         and not digits.startswith(b"0")  # JSON has no leading zeros; 0 is no pid anyway
     ):
         return {"pid": int(digits)}
@@ -101,6 +104,8 @@ def parse_pid(frame: Frame) -> int:
     pid = parse_control(frame).get("pid")
     if type(pid) is not int or pid <= 0:
         raise FrameError(f"control frame has no positive pid: {preview(frame.payload)}")
+    if pid > PID_MAX:
+        raise FrameError(f"control frame has a pid past {PID_MAX}: {preview(frame.payload)}")
     return pid
 
 

@@ -5,6 +5,10 @@ Room: protocol. Imports only `rrd.errors` and the standard library.
 Layout (little-endian), as RoadRunner and the PHP worker library write it:
 byte 0 version << 4 | HL (header words, 3 + options); 1 flags; 2-5 payload length;
 6-9 CRC32 of bytes 0-5; 10 stream bits; 11 reserved; then HL-3 uint32 options, then the payload.
+
+Byte 11 is reserved by goridge for later use (a sequence id, its notes say); RoadRunner neither
+sets nor checks it. rrd writes 0 there and keeps what a frame it reads holds, so that decoding
+then encoding gives back the same bytes.
 """
 
 from __future__ import annotations
@@ -83,9 +87,9 @@ class Record:
 
 
 class Frame(Record):
-    """One goridge message. `options` are uint32s; at most ten."""
+    """One goridge message. `options` are uint32s; at most ten. `reserved` is header byte 11."""
 
-    __slots__ = ("payload", "flags", "options", "stream", "version")  # noqa: RUF023 - field order
+    __slots__ = ("payload", "flags", "options", "stream", "version", "reserved")  # noqa: RUF023
 
     def __init__(
         self,
@@ -94,12 +98,14 @@ class Frame(Record):
         options: tuple[int, ...] = (),
         stream: Stream = Stream.NONE,
         version: int = VERSION,
+        reserved: int = 0,
     ) -> None:
         self.payload: Final = payload
         self.flags: Final = flags
         self.options: Final = options
         self.stream: Final = stream
         self.version: Final = version
+        self.reserved: Final = reserved
 
     def encode(self) -> bytes:
         """The frame's bytes, header CRC computed last, ready for one `write`."""
@@ -113,7 +119,7 @@ class Frame(Record):
             raise FrameError(f"payload of {length} bytes does not fit a frame")
         try:
             prefix = _PREFIX.pack((self.version << 4) | (3 + count), self.flags, length)
-            suffix = _SUFFIX.pack(zlib.crc32(prefix), self.stream, 0)
+            suffix = _SUFFIX.pack(zlib.crc32(prefix), self.stream, self.reserved)
             if count:
                 return b"".join((prefix, suffix, _OPTIONS[count].pack(*options), payload))
         except struct.error as exc:
@@ -141,14 +147,17 @@ _STREAMS: dict[int, Stream] = _Members(Stream)
 class Header(Record):
     """A validated 12-byte header: what follows it is `body_size` bytes."""
 
-    __slots__ = ("version", "words", "flags", "length", "stream")  # noqa: RUF023 - field order
+    __slots__ = ("version", "words", "flags", "length", "stream", "reserved")  # noqa: RUF023
 
-    def __init__(self, version: int, words: int, flags: Flag, length: int, stream: Stream):
+    def __init__(
+        self, version: int, words: int, flags: Flag, length: int, stream: Stream, reserved: int = 0
+    ):
         self.version: Final = version
         self.words: Final = words
         self.flags: Final = flags
         self.length: Final = length
         self.stream: Final = stream
+        self.reserved: Final = reserved
 
     @property
     def option_count(self) -> int:
@@ -174,7 +183,7 @@ def parse_header(
     if len(data) - offset < HEADER_SIZE:
         raw = bytes(data[offset : offset + HEADER_SIZE])
         raise FrameError(f"frame header cut short after {len(raw)} bytes: {preview(raw)!s}")
-    first, flags, length, crc, stream, _reserved = _HEADER.unpack_from(data, offset)
+    first, flags, length, crc, stream, reserved = _HEADER.unpack_from(data, offset)
     if first >> 4 != VERSION or zlib.crc32(data[offset : offset + 6]) != crc:
         raw = bytes(data[offset : offset + HEADER_SIZE])
         if raw == COULD_NOT_OPEN:
@@ -190,14 +199,21 @@ def parse_header(
         raise FrameError(f"bad frame header length {words} words: {preview(raw)}")
     if length > max_payload:
         raise FrameTooLarge(f"frame payload of {length} bytes exceeds the limit of {max_payload}")
-    return Header(VERSION, words, _FLAGS[flags], length, _STREAMS[stream])
+    return Header(VERSION, words, _FLAGS[flags], length, _STREAMS[stream], reserved)
 
 
 def frame_from_body(header: Header, body: bytes | bytearray | memoryview) -> Frame:
     """Build the frame from its header and the `header.body_size` bytes after it."""
     count = header.words - 3
     options = _OPTIONS[count].unpack_from(body, 0) if count else ()
-    return Frame(bytes(body[4 * count :]), header.flags, options, header.stream, header.version)
+    return Frame(
+        bytes(body[4 * count :]),
+        header.flags,
+        options,
+        header.stream,
+        header.version,
+        header.reserved,
+    )
 
 
 class Decoder:
@@ -235,7 +251,7 @@ class Decoder:
         crc32 = zlib.crc32
         try:
             while size - position >= HEADER_SIZE:
-                first, flags, length, crc, stream, _reserved = unpack(data, position)
+                first, flags, length, crc, stream, reserved = unpack(data, position)
                 words = first & 0x0F
                 if (
                     first >> 4 != VERSION
@@ -253,7 +269,14 @@ class Decoder:
                     break
                 options = _OPTIONS[count].unpack_from(data, position + HEADER_SIZE) if count else ()
                 frames.append(
-                    Frame(bytes(data[start:end]), _FLAGS[flags], options, _STREAMS[stream])
+                    Frame(
+                        bytes(data[start:end]),
+                        _FLAGS[flags],
+                        options,
+                        _STREAMS[stream],
+                        VERSION,
+                        reserved,
+                    )
                 )
                 position = end
         except FrameError as exc:

@@ -204,3 +204,33 @@ def test_scale_takes_a_negative_count_as_the_readme_says(served: tuple[Any, Any]
     result = ctl("scale", "ticker", "-1")
     assert result.returncode == 0 and result.stdout.strip() == "ticker: 2 -> 1 workers"
     wait_until(lambda: len(live_workers(daemon)) == 1)
+
+
+def test_a_new_command_that_cannot_start_is_said_at_once_and_the_old_workers_serve_on(
+    served: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """On c77a251 the reload waited out reset_timeout (60 s) for successors that never
+    started, holding every other request; restoring the file must replace at once."""
+    daemon, ctl = served
+    path = tmp_path / ".rr.yaml"
+    text = path.read_text()
+    old = live_workers(daemon)
+    broken = text.replace("tick_recorder.py", "no_such_worker.py")
+    began = time.monotonic()
+    save(path, broken)
+    (failed,) = daemon.wait_event("pool.reset_failed")
+    daemon.wait_event("config.reloaded")
+    assert time.monotonic() - began < 10
+    assert "no_such_worker.py" in failed["last_error"] or "exit code" in failed["last_error"]
+    ticks = len(read_ticks(tmp_path / "ticks.jsonl"))
+    wait_until(lambda: len(read_ticks(tmp_path / "ticks.jsonl")) > ticks + 5)  # old ones serve
+    assert live_workers(daemon) == old
+    refused = ctl("reset")
+    assert refused.returncode == 70 and "fail to start" in refused.stderr
+    save(path, text)
+    daemon.wait_event("pool.reset_done", timeout=20)
+    wait_until(lambda: len(live_workers(daemon)) == 2 and not live_workers(daemon) & old)
+    report = status(ctl)["plugins"]["ticker"]
+    assert report["pool"]["state"] == "up" and balanced(report["ticks"])
+    assert daemon.stop() == 0
+    no_bug(daemon)
