@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +124,36 @@ ticker:
     allocate_timeout: 10s
     destroy_timeout: 5s
 {extra}"""
+
+
+Operator = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def operator(tmp_path: Path) -> Operator:
+    """`ctl(*args)`: `rrd ARGS` at the rrd serving tmp_path/.rr.yaml with --pidfile
+    tmp_path/rrd.pid, as an operator runs it."""
+
+    def ctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        where = ["-c", str(tmp_path / ".rr.yaml"), "--pidfile", str(tmp_path / "rrd.pid")]
+        return subprocess.run(
+            [sys.executable, "-m", "rrd", *args, *where],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+        )
+
+    return ctl
+
+
+@pytest.fixture
+def served(rrd: Any, tmp_path: Path) -> tuple[Daemon, Operator]:
+    """rrd serving 2 tick_recorder workers at 50 ms, and `ctl(*args)` to run `rrd ARGS` at it."""
+    daemon = rrd(
+        config(interval="50ms", workers=2),
+        "--pidfile",
+        str(tmp_path / "rrd.pid"),
+        env={"TICK_LOG": str(tmp_path / "ticks.jsonl")},
+    )
+    daemon.wait_event("daemon.ready")
+    return daemon, operator(tmp_path)

@@ -6,8 +6,6 @@ import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,35 +14,9 @@ import pytest
 
 from rrd.protocol.frame import Decoder, Flag
 from rrd.protocol.rpc import RpcError, decode_reply, encode_request, parse_reply
-from tests.helpers import ROOT, wait_until
-from tests.system.conftest import config
+from tests.helpers import wait_until
 from tests.system.test_reload import live_workers
 from tests.system.test_serve import read_ticks
-
-
-@pytest.fixture
-def served(rrd: Any, tmp_path: Path) -> tuple[Any, Any]:
-    """rrd serving 2 tick_recorder workers at 50 ms, and `ctl(*args)` to run `rrd ARGS` at it."""
-    pidfile = tmp_path / "rrd.pid"
-    daemon = rrd(
-        config(interval="50ms", workers=2),
-        "--pidfile",
-        str(pidfile),
-        env={"TICK_LOG": str(tmp_path / "ticks.jsonl")},
-    )
-    daemon.wait_event("daemon.ready")
-
-    def ctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        where = ["-c", str(tmp_path / ".rr.yaml"), "--pidfile", str(pidfile)]
-        return subprocess.run(
-            [sys.executable, "-m", "rrd", *args, *where],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=timeout,
-        )
-
-    return daemon, ctl
 
 
 def test_workers_json_lists_each_pools_workers(served: tuple[Any, Any]) -> None:

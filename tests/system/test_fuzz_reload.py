@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from rrd.config import Config, load_config, validate
 from rrd.errors import ConfigError
 from rrd.plugins import registry
 from tests.helpers import ROOT, WORKERS, wait_until
+from tests.system.conftest import operator
 
 STEPS = 30
 SECTIONS = registry.config_sections(registry.installed())
@@ -215,19 +215,8 @@ def expected_workers(config: Config) -> int | None:
     return workers
 
 
-def ctl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    where = ["-c", str(tmp_path / ".rr.yaml"), "--pidfile", str(tmp_path / "rrd.pid")]
-    return subprocess.run(
-        [sys.executable, "-m", "rrd", *args, *where],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=30,
-    )
-
-
 def status(tmp_path: Path) -> dict[str, Any]:
-    done = ctl(tmp_path, "status", "--json")
+    done = operator(tmp_path)("status", "--json", timeout=30)
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report

@@ -16,21 +16,14 @@ import pytest
 
 from bench.soak import balanced, ledger_of
 from tests.helpers import ROOT, pid_alive, wait_until
-from tests.system.conftest import config
+from tests.system.conftest import config, operator
 from tests.system.test_reload import save
 from tests.system.test_signals import workers_of
 
 
 def ctl(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`rrd ARGS` at the rrd serving tmp_path/.rr.yaml with --pidfile tmp_path/rrd.pid."""
-    where = ["-c", str(tmp_path / ".rr.yaml"), "--pidfile", str(tmp_path / "rrd.pid")]
-    return subprocess.run(
-        [sys.executable, "-m", "rrd", *args, *where],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+    return operator(tmp_path)(*args, timeout=timeout)
 
 
 def status(tmp_path: Path) -> dict[str, Any]:
@@ -171,11 +164,11 @@ def test_sigterm_during_a_reset_exits_0_and_leaves_nothing(rrd: Any, tmp_path: P
 @pytest.mark.timeout(120)
 def test_rrd_stop_twice_joins_the_stop_and_exits_0(rrd: Any, tmp_path: Path) -> None:
     """Defect 5: the second graceful `rrd stop` escalated to stop-now (workers killed, exit 1)
-    while both CLIs said stopped. The stop waits on a 5 s tick: both calls come within it."""
+    while both CLIs said stopped. The stop waits on a 3 s tick: both calls come within it."""
     text = config("slow_tick", interval="100ms", workers=2)
     text = text.replace("destroy_timeout: 5s", "destroy_timeout: 30s")
     text = text.replace("exec_timeout: 5s", "exec_timeout: 30s")
-    daemon = rrd(text, "--pidfile", str(tmp_path / "rrd.pid"), env={"TICK_SECONDS": "5"})
+    daemon = rrd(text, "--pidfile", str(tmp_path / "rrd.pid"), env={"TICK_SECONDS": "3"})
     wait_until(
         lambda: any(r["msg"].startswith("tick begins") for r in daemon.events("worker.stderr"))
     )
