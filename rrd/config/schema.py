@@ -621,7 +621,7 @@ def _check_ids(kind: Literal["user", "group"]) -> Callable[[tuple[str, ...]], No
     return check
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """A listen host that only this machine can reach: localhost or a loopback literal."""
     if host.lower() in ("", "localhost"):  # rrd reads an empty host as 127.0.0.1
         return True
@@ -672,7 +672,7 @@ class RpcConfig:
     def __post_init__(self) -> None:
         if self.listen.startswith("tcp://") and not self.allow_remote:
             host = self.listen.removeprefix("tcp://").rpartition(":")[0].strip("[]")
-            if not _loopback(host):
+            if not is_loopback(host):
                 raise ConfigError(
                     f"{self.listen} is not a loopback address: any host that reaches it could "
                     "call rrd; set rpc.allow_remote: true if that is meant",

@@ -18,7 +18,6 @@ its owner, never used and never removed.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import pwd
 import stat
@@ -26,6 +25,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from rrd.config.schema import is_loopback as is_loopback
 from rrd.errors import RrdError
 
 SOCKET_NAME = "rrd.sock"
@@ -182,13 +182,3 @@ def tcp_host_port(address: str) -> tuple[str, int]:
     """(host, port) of a `tcp://host:port` address; an empty host is 127.0.0.1."""
     host, _, port = address.removeprefix("tcp://").rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """True for `localhost` and loopback IP literals: what no other host can reach."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
