@@ -69,7 +69,9 @@ def serving(pool: Pool) -> list[WorkerProcess]:
 
 
 def live_ready(pool: Pool) -> list[WorkerProcess]:
-    return [w for w in serving(pool) if w.state is WorkerState.READY and pid_alive(w.pid)]
+    """Alive and serving, not leaving (WORKING too: a health check may hold it a moment)."""
+    serving_now = (WorkerState.READY, WorkerState.WORKING)
+    return [w for w in serving(pool) if w.state in serving_now and pid_alive(w.pid)]
 
 
 async def settled_at(pool: Pool, size: int) -> None:
