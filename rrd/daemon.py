@@ -543,15 +543,12 @@ class Daemon:
     async def _scale(self, name: str, workers: int | str) -> dict[str, Any]:
         (plugin,) = self._plugins([name], Scalable)
         assert isinstance(plugin, Scalable) and isinstance(plugin, Reporter)
-        pool = plugin.status()["pool"]
-        size, limit = int(pool["size"]), int(pool["max_workers"])
+        size = int(plugin.status()["pool"]["size"])
         target = scale_target(workers, size)
-        if not 1 <= target <= limit:
-            raise RpcError(
-                f"{name} keeps 1 to {limit} workers (its pool.max_workers), not {target}; "
-                f"it has {size}"
-            )
-        plugin.scale(target)
+        try:
+            plugin.scale(target)  # the pool bounds it: 1 to its max_workers
+        except ValueError as exc:
+            raise RpcError(f"{exc}; it has {size}") from None
         return {"plugin": name, "workers": target, "was": size}
 
     def _plugins(self, names: list[str] | None, kind: type) -> list[Plugin]:

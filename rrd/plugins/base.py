@@ -97,7 +97,8 @@ class Reconfigurable(Protocol):
 class Scalable(Protocol):
     """A plugin whose pool can be resized at run time (`rrd scale`)."""
 
-    def scale(self, workers: int) -> None: ...
+    def scale(self, workers: int) -> None:
+        """ValueError, with a message for the operator, for a size the pool refuses."""
 
 
 @runtime_checkable
