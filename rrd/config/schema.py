@@ -390,6 +390,12 @@ class PoolConfig:
         "and `rrd scale` are bounded by it, so that a typo cannot fork thousands of processes.",
         minimum=1,
     )
+    spares: int = setting(
+        0,
+        "Workers kept started and ready outside the rotation (rrd's own): when a worker dies "
+        "or retires, a spare takes its slot at once, and another spare starts behind it.",
+        minimum=0,
+    )
     max_jobs: int = setting(
         0,
         "Retire a worker after this many jobs; 0 means never.",
@@ -463,6 +469,11 @@ class PoolConfig:
             raise ConfigError(
                 f"must be at most max_workers ({self.max_workers}), got {self.num_workers}",
                 key="num_workers",
+            )
+        if self.spares > self.max_workers:
+            raise ConfigError(
+                f"must be at most max_workers ({self.max_workers}), got {self.spares}",
+                key="spares",
             )
         if self.max_reply_size < self.max_frame_size:
             raise ConfigError(

@@ -1,7 +1,7 @@
 """Keeping the pool filled: start workers, back off after failed starts, learn why each worker
 left service, replace it, retire workers past their limits, check idle workers' health.
 
-Room: pool. Imports worker, fsm, backoff, clock, proc, config and errors.
+Room: pool. Imports worker, fsm, backoff, clock, proc, config, errors and the pool's spares.
 
 A worker that leaves service is replaced at once, without waiting for its process to exit.
 A worker retired while it still serves (reset, ttl, memory) is replaced successor first: the
@@ -19,6 +19,9 @@ payload or lived `restart.min_uptime`. Failed starts are counted per pool, conse
 while they fail, starts go one at a time after a growing delay (`pool.backoff`); a good start
 resets the count. After `restart.max_retries` the pool is fatal: at boot that ends rrd (69),
 later the pool keeps trying every `max_delay`.
+
+With `pool.spares`, every worker the pool needs is taken from its warm spares first (a slot
+that empties, a successor, a scale up), and a new spare starts in the background.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from rrd.config import PoolConfig
 from rrd.errors import EX_UNAVAILABLE, BootError, WorkerError
 from rrd.fsm import ExitReason, WorkerState
 from rrd.pool.free import FreeQueue
+from rrd.pool.spares import Spares
 from rrd.proc import ProcessRegistry, describe_exit, tree_memory
 from rrd.worker import WorkerProcess, WorkerSpec
 
@@ -85,6 +89,7 @@ class PoolStatus:
     max_workers: int
     ready: int
     busy: int
+    spares: int
     failures: int
     departures: dict[str, int]
     last_error: str | None
@@ -136,6 +141,7 @@ class Keeper:
         self.departures: Counter[ExitReason] = Counter()
         self.last_error: str | None = None
         self.serving: set[WorkerProcess] = set()
+        self.spares = Spares(config.spares)
         self._refills: set[asyncio.Task[None]] = set()
         self._rebalancing = False
         self._ever_ready = False
@@ -179,6 +185,7 @@ class Keeper:
             max_workers=self.config.max_workers,
             ready=sum(w.state is WorkerState.READY for w in self.serving),
             busy=sum(w.state in (WorkerState.WORKING, WorkerState.DRAINING) for w in self.serving),
+            spares=len(self.spares),
             failures=self.failures,
             departures={r.value: n for r, n in sorted(self.departures.items(), key=str)},
             last_error=self.last_error,
@@ -207,6 +214,7 @@ class Keeper:
             raise
         self._booted = True
         if self.serving:
+            self._fill_spares()
             self._watcher = asyncio.ensure_future(self._watch_limits_and_health())
             self._watch(self._watcher, "watch")
             return
@@ -254,6 +262,7 @@ class Keeper:
         successor fails to start and none has started yet (a new command that cannot run),
         the reset ends at once, saying so: the old workers go on serving, and the starts go
         on in the background with their backoff, as after any failed start."""
+        self._renew_spares(reason)
         old = list(self.serving)
         batch = max(1, -(-self.target // RESET_PARTS))
         deadline = self.clock.monotonic() + self.config.reset_timeout
@@ -331,11 +340,16 @@ class Keeper:
                 idle.sort(key=lambda w: w.state is not WorkerState.READY)
                 self.retire(idle[0], ExitReason.SCALE_DOWN)
             for _ in range(self.target - self._occupied() - len(self._refills)):
+                spare = self.spares.take()
+                if spare is not None:
+                    self._enter(spare, promoted=True)
+                    continue
                 task = self._starter(self._refill())
                 self._refills.add(task)
                 task.add_done_callback(self._refills.discard)
         finally:
             self._rebalancing = False
+        self._fill_spares()
 
     def reconfigure(self, config: PoolConfig, spec: WorkerSpec | None = None) -> None:
         """New settings, applied in place: new limits are drawn for the workers in service and
@@ -343,16 +357,24 @@ class Keeper:
         when it starts workers differently, the failed starts of the old one are forgotten
         and starts waiting out a backoff try the new one at once."""
         self.config = config
+        self.spares.wanted = config.spares
         if spec is not None and spec != self.spec:
             self.spec = spec
             self.failures, self.fatal, self._last_start_failed = 0, False, False
             self._fresh.set()
             self._fresh.clear()  # the waiters it woke stay woken
+            self._renew_spares(ExitReason.RELOAD)
         self.free.allocate_timeout = config.allocate_timeout
         self.free.max_queue_size = config.max_queue_size
-        for worker in (*self.serving, *self._held.values()):
+        for worker in (*self.serving, *self._held.values(), *self.spares):
             worker.retune(self.spec)
             self._draw_limits(worker)
+        for _ in range(self.spares.surplus):
+            spare = self.spares.take()
+            if spare is not None:
+                self._stop(spare, ExitReason.SCALE_DOWN)
+        if self._booted:
+            self._fill_spares()
         if self._watcher is not None and not self._closing:
             self._watcher.cancel()
             self._watcher = asyncio.ensure_future(self._watch_limits_and_health())
@@ -373,7 +395,7 @@ class Keeper:
         if self._watcher is not None:
             self._watcher.cancel()
         self._deadline = self.clock.monotonic() + self.config.destroy_timeout
-        held = list(self._held.values())
+        held = [*self._held.values(), *self.spares.take_all()]
         self._held.clear()
         for successor in held:
             self._stop(successor, ExitReason.DESTROY)
@@ -422,13 +444,26 @@ class Keeper:
             worker.release()
             self.free.put(worker)
 
-    def _enter(self, worker: WorkerProcess) -> None:
-        """A new READY worker takes its place in service, unless the pool has enough."""
+    def _enter(self, worker: WorkerProcess, *, promoted: bool = False) -> None:
+        """A new READY worker takes its place in service, unless the pool has enough (then a
+        spare goes back to the spares, another is stopped)."""
         if worker.state is not WorkerState.READY:
             return  # it left already, and its on_leave said so
         if self._closing or self._occupied() >= self.target:
+            if promoted and not self._closing:
+                self.spares.add(worker)
+                return
             self._stop(worker, ExitReason.DESTROY if self._closing else ExitReason.SCALE_DOWN)
             return
+        if promoted:
+            log.info(
+                f"spare {worker.pid} took a slot of pool {self.name!r}",
+                extra={
+                    "event": "pool.spare_promoted",
+                    "plugin": self.name,
+                    "worker_pid": worker.pid,
+                },
+            )
         self._draw_limits(worker)
         self._ever_ready = True
         self.serving.add(worker)
@@ -472,6 +507,9 @@ class Keeper:
         else:
             self.departures[reason] += 1
         self._changed.set()
+        if self.spares.forget(worker):
+            self._fill_spares()
+            return
         predecessor = next((old for old, new in self._held.items() if new is worker), None)
         if predecessor is not None:
             del self._held[predecessor]
@@ -551,7 +589,7 @@ class Keeper:
         meanwhile the successor is held). `old` keeps its slot until its successor enters."""
         held = False
         try:
-            new = await self._new_worker()
+            new = self.spares.take() or await self._new_worker()
             if new is None:
                 return
             if old.state.in_service:
@@ -631,6 +669,46 @@ class Keeper:
             fresh.cancel()
         return not self._closing
 
+    def _fill_spares(self) -> None:
+        """Start the spares that are missing, in the background, but not while the pool
+        boots: its workers come first. While starts fail, the backoff paces them too."""
+        if self._closing or not self._booted:
+            return
+        for _ in range(self.spares.missing):
+            self.spares.starting += 1
+            self._starter(self._start_spare())
+
+    async def _start_spare(self) -> None:
+        generation = self.spares.generation
+        try:
+            worker = await self._new_worker()
+        finally:
+            self.spares.starting -= 1
+        if worker is None:
+            return
+        if generation != self.spares.generation:  # started before a reset or a new spec
+            self._stop(worker, ExitReason.RESET)
+            self._fill_spares()
+            return
+        self._spare_ready(worker)
+
+    def _spare_ready(self, worker: WorkerProcess) -> None:
+        """A new or checked spare: kept if wanted (or a slot is empty: it takes it)."""
+        if worker.state is not WorkerState.READY:
+            return  # it left already, and its on_leave said so
+        if self._closing or len(self.spares) >= self.spares.wanted:
+            self._stop(worker, ExitReason.DESTROY if self._closing else ExitReason.SCALE_DOWN)
+            return
+        self.spares.add(worker)
+        self._rebalance()
+
+    def _renew_spares(self, reason: ExitReason) -> None:
+        """Spares started the old way are stopped, and new ones started (a reset, a new spec)."""
+        self.spares.generation += 1
+        for spare in self.spares.take_all():
+            self._stop(spare, reason)
+        self._fill_spares()
+
     async def _watch_limits_and_health(self) -> None:
         """Every watch_tick: ttl, idle_ttl, memory; and a health check of each worker idle
         for health.interval (again every interval while it stays idle)."""
@@ -687,15 +765,24 @@ class Keeper:
             if now - last >= interval and self.free.take_idle(worker):
                 worker.reserve()
                 self._watch(asyncio.ensure_future(self._health_check(worker)), "health")
+        for spare in self.spares:
+            if now - max(spare.idle_since, spare.checked_at) >= interval:
+                self.spares.forget(spare)
+                spare.reserve()
+                self._watch(asyncio.ensure_future(self._health_check(spare, spare=True)), "health")
 
-    async def _health_check(self, worker: WorkerProcess) -> None:
+    async def _health_check(self, worker: WorkerProcess, *, spare: bool = False) -> None:
         idle_since = worker.idle_since  # a check is not a job: idle_ttl still counts
         try:
             await worker.ping(self.config.health.timeout)
         except WorkerError:
             return  # condemned as unhealthy; its on_leave brings a replacement
         worker.checked_at = time.monotonic()
-        self._back_in_service(worker)
+        if spare:
+            worker.release()
+            self._spare_ready(worker)
+        else:
+            self._back_in_service(worker)
         worker.idle_since = idle_since
 
     def _log_retired(self, worker: WorkerProcess, reason: ExitReason, **figures: Any) -> None:

@@ -95,7 +95,7 @@ class Kernel:
 
 
 class TickerDispatcher(Dispatcher):
-    """Serves RR_MODE=ticker: body `{"tick": n}`, context `{"lastTick": unix seconds}`.
+    """Serves RR_MODE=ticker: body `{"tick": n}`, context `{"lastTick": unix s, "k": due index}`.
 
     Override `handle_tick`. A tick that returns is answered with an empty payload; one that
     raises is answered with an ERROR frame `Type: message`, and the worker keeps serving.

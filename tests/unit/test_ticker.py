@@ -86,10 +86,10 @@ async def test_payload_format_and_last_tick() -> None:
         await clock.advance(3)
         payloads = [p for _, p in recorder.calls]
         assert payloads[0].body == b'{"tick": 0}'
-        assert payloads[0].context == b'{"lastTick": 0}'
+        assert payloads[0].context == b'{"lastTick": 0, "k": 1}'
         first_wall = int(clock.wall()) - 2
-        assert json.loads(payloads[1].context) == {"lastTick": first_wall}
-        assert json.loads(payloads[2].context) == {"lastTick": first_wall + 1}
+        assert json.loads(payloads[1].context) == {"lastTick": first_wall, "k": 2}
+        assert json.loads(payloads[2].context) == {"lastTick": first_wall + 1, "k": 3}
 
 
 async def test_slow_execs_do_not_drift_the_schedule() -> None:
@@ -107,7 +107,9 @@ async def test_a_late_loop_skips_and_counts_instead_of_bursting() -> None:
         assert len(recorder.calls) == 2
         assert ticker.ledger.skipped == {"late": 2} and ticker.ledger.balanced
         await clock.advance(1)
-        assert recorder.ticks() == [0, 1, 2]  # a skipped tick takes no number
+        assert recorder.ticks() == [0, 1, 2]  # a skipped tick takes no number...
+        due = [json.loads(p.context)["k"] for _, p in recorder.calls]
+        assert due == [1, 4, 5]  # ...but its due index shows the gap
         assert recorder.calls[-1][0] == pytest.approx(1000 + 5)
 
 
