@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 import traceback
-from logging.handlers import QueueHandler, QueueListener
 from queue import Empty, Full, Queue
 from typing import IO, Any
 
@@ -250,13 +249,22 @@ def record_size(record: logging.LogRecord) -> int:
     return len(record.msg) + len(record.exc_text or "") + RECORD_OVERHEAD
 
 
-class QueueingHandler(QueueHandler):
-    """The root logger's handler: hands a record to the writer thread and never waits."""
+class QueueingHandler(logging.Handler):
+    """The root logger's handler: hands a record to the writer thread and never waits.
+
+    logging.handlers' QueueHandler would do, but its module costs the daemon 0.5 MiB (pickle
+    and the network handlers), for the three lines of `emit`."""
 
     def __init__(self, records: Queue[Any], dropped: Backlog) -> None:
-        super().__init__(records)
+        super().__init__()
         self.records = records
         self.dropped = dropped
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.enqueue(self.prepare(record))
+        except Exception:
+            self.handleError(record)
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """A copy the writer can format later: `msg` merged with its args, the traceback as text.
@@ -294,7 +302,7 @@ class QueueingHandler(QueueHandler):
             self.enqueue(failed)
 
 
-class LogWriter(QueueListener):
+class LogWriter:
     """The thread that formats queued records and writes them to the log output.
 
     The output is no `logging.Handler`, so it is not in the list `logging.shutdown` flushes and
@@ -302,12 +310,12 @@ class LogWriter(QueueListener):
     never wait, and exit cannot hang on an output this thread is stuck writing to.
     """
 
-    _sentinel: None = None  # QueueListener's wake-up item (typeshed leaves it out)
+    _sentinel: None = None  # the wake-up item
 
     def __init__(
         self, records: Queue[Any], dropped: Backlog, formatter: logging.Formatter, output: str
     ) -> None:
-        super().__init__(records)
+        self._thread: threading.Thread | None = None
         self.records = records
         self.dropped = dropped
         self.formatter = formatter
@@ -332,7 +340,7 @@ class LogWriter(QueueListener):
         return not self._thread.is_alive()
 
     def stop(self) -> None:
-        """QueueListener's stop, bounded: it never waits on a stuck output for more than 2s."""
+        """Stop, bounded: it never waits on a stuck output for more than 2s."""
         self.finish(2.0)
 
     def reopen(self) -> None:

@@ -14,8 +14,10 @@ Rules:
 - The observer thread touches the loop only through `call_soon_threadsafe`. It reads the files
   and hashes them itself, so the loop never waits on file I/O; the loop keeps the newest digest
   and, `debounce` seconds after the last event, calls `on_change` if the digest differs from
-  the last one reported. One save gives 3-8 events and one call; a touch gives none. A missing
-  file is a state of its own.
+  the last one reported. An event that ends a save (a rename onto the file, a close after
+  writing it) settles after `SAVED_DEBOUNCE` instead: the save is whole, only its echoes are
+  still to come. One save gives 3-8 events and one call; a touch gives none. A missing file
+  is a state of its own.
 - When inotify is exhausted (EMFILE for instances, ENOSPC for watches) the watcher polls with
   `PollingObserver` instead, once a second, and says so (`polling`, `watch.polling`).
 - `start()` and `rearm()` run on the loop and make a few syscalls (inotify watches, and
@@ -45,7 +47,6 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger("rrd.watch")
 
@@ -60,6 +61,7 @@ _EVENTS: list[type[FileSystemEvent]] = [
 ]
 _EXHAUSTED = (errno.EMFILE, errno.ENOSPC)
 POLL_INTERVAL = 1.0
+SAVED_DEBOUNCE = 0.01
 JOIN_TIMEOUT = 2.0
 
 
@@ -207,6 +209,8 @@ class ConfigWatcher:
             POLL_INTERVAL,
             extra={"event": "watch.polling", "errno": exc.errno},
         )
+        from watchdog.observers.polling import PollingObserver  # rarely needed: 0.3 MiB
+
         return PollingObserver(timeout=POLL_INTERVAL)
 
     def _snapshot(self) -> tuple[int, bytes]:
@@ -222,22 +226,27 @@ class ConfigWatcher:
             os.fsdecode(path) in names for path in (event.src_path, event.dest_path) if path
         ):
             return
+        saved = isinstance(event, FileClosedEvent) or (
+            isinstance(event, FileMovedEvent) and os.fsdecode(event.dest_path) in names
+        )
         taken, digest = self._snapshot()
         with contextlib.suppress(RuntimeError):  # the loop closed under a late event
-            self._loop.call_soon_threadsafe(self._arrived, taken, digest)
+            self._loop.call_soon_threadsafe(self._arrived, taken, digest, saved)
 
     def _looked(self, future: asyncio.Future[tuple[int, bytes]]) -> None:
         if not future.cancelled() and future.exception() is None:
             self._arrived(*future.result())
 
-    def _arrived(self, taken: int, digest: bytes) -> None:
-        """On the loop: keep the newest digest and (re)start the debounce."""
+    def _arrived(self, taken: int, digest: bytes, saved: bool = False) -> None:
+        """On the loop: keep the newest digest and (re)start the debounce, a short one when
+        the event ended a save."""
         if self._stopped or taken <= self._seen:
             return
         self._seen, self._latest = taken, digest
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(self._debounce, self._settle)
+        delay = min(self._debounce, SAVED_DEBOUNCE) if saved else self._debounce
+        self._timer = self._loop.call_later(delay, self._settle)
 
     def _settle(self) -> None:
         self._timer = None

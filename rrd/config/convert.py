@@ -12,7 +12,6 @@ values and command words take any scalar as written: `VERSION: 1.10` is "1.10", 
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import shlex
@@ -75,6 +74,8 @@ def suggest(word: str, known: list[str]) -> str:
 
 def closest(word: str, known: list[str]) -> str | None:
     """The known word closest to `word` (case aside), if any is close."""
+    import difflib  # only when a word is wrong: 0.2 MiB of the daemon otherwise
+
     lowered = {k.lower(): k for k in known}
     close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
     return lowered[close[0]] if close else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from fractions import Fraction
 from typing import Annotated, Final
 
 from rrd.errors import ConfigError
@@ -83,6 +82,13 @@ _SIZE_UNITS: Final = {
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)")
 
 
+def _exact(number: str) -> tuple[int, int]:
+    """A decimal number as numerator and denominator (a power of ten): "1.25" -> (125, 100).
+    Exact, as Go reads durations; integers, because `fractions` costs the daemon 0.5 MiB."""
+    whole, _, fraction = number.partition(".")
+    return int(whole + fraction or "0"), 10 ** len(fraction)
+
+
 def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
@@ -95,7 +101,7 @@ def parse_duration(text: str) -> float:
     def bad(why: str) -> ConfigError:
         return ConfigError(f"bad duration {_quote(text)}: {why}")
 
-    if len(text) > 1000:  # Fraction() refuses numbers of more than 4300 digits
+    if len(text) > 1000:  # int() refuses numbers of more than 4300 digits
         raise bad("too long")
     body = text
     sign = 1
@@ -108,7 +114,7 @@ def parse_duration(text: str) -> float:
         raise bad('empty; write a number and a unit, as "5s"')
     if _BARE_NUMBER.fullmatch(body):
         raise bad(f"durations need a unit, as {_quote(text + 's')}")
-    total = Fraction(0)
+    total, denominator = 0, 1
     pos = 0
     while pos < len(body):
         match = _DURATION_PART.match(body, pos)
@@ -120,9 +126,11 @@ def parse_duration(text: str) -> float:
             raise bad(f"missing unit after {number}; use ns, us, ms, s, m or h")
         if unit not in _DURATION_UNITS:
             raise bad(f"unknown unit {_quote(unit)}; use ns, us, ms, s, m or h")
-        total += Fraction(number) * _DURATION_UNITS[unit]
+        part, scale = _exact(number)
+        total = total * scale + part * _DURATION_UNITS[unit] * denominator
+        denominator *= scale
         pos = match.end()
-    ns = sign * int(total)
+    ns = sign * (total // denominator)
     if abs(ns) > _MAX_NS:
         raise bad("out of range (at most about 292 years)")
     return ns / 1e9
@@ -137,7 +145,10 @@ def _decimal(value: int, scale: int) -> str:
 
 def format_duration(seconds: float) -> str:
     """Write seconds as the shortest Go duration: 90 -> `1m30s`, 0.5 -> `500ms`, 0 -> `0s`."""
-    ns = round(Fraction(seconds) * _SECOND)
+    numerator, denominator = float(seconds).as_integer_ratio()
+    ns, rest = divmod(numerator * _SECOND, denominator)
+    if 2 * rest > denominator or (2 * rest == denominator and ns % 2):
+        ns += 1  # to the nearest, ties to even, as round() does
     if ns == 0:
         return "0s"
     sign = "-" if ns < 0 else ""
@@ -169,7 +180,7 @@ def parse_size(text: str | int) -> int:
             f'bad size {_quote(text)}: expected a number of bytes, as "512", "64KB" or "64KiB"'
         )
     number, unit = match.groups()
-    if len(number) > 1000:  # Fraction() refuses numbers of more than 4300 digits
+    if len(number) > 1000:  # int() refuses numbers of more than 4300 digits
         raise ConfigError(f"bad size: {len(number)} digits is too long")
     scale = _SIZE_UNITS.get(unit.lower())
     if scale is None:
@@ -177,10 +188,11 @@ def parse_size(text: str | int) -> int:
             f"bad size {_quote(text)}: unknown unit {_quote(unit)}; use B, KB, MB, GB, TB "
             "(powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)"
         )
-    size = Fraction(number) * scale
-    if size.denominator != 1:
+    part, denominator = _exact(number)
+    size, rest = divmod(part * scale, denominator)
+    if rest:
         raise ConfigError(f"bad size {_quote(text)}: not a whole number of bytes")
-    return int(size)
+    return size
 
 
 def format_size(size: int) -> str:

@@ -52,8 +52,8 @@ from rrd.worker import WorkerProcess, WorkerSpec
 log = logging.getLogger("rrd.pool")
 
 RESET_PARTS = 4
-"""A reset replaces a pool in this many waves (at least one worker each): a few at a time, so
-that the successors' start-up does not take every CPU while the pool serves."""
+"""A reset replaces at most this fraction of a pool at once (at least one worker): a few at a
+time, so that the successors' start-up does not take every CPU while the pool serves."""
 
 LIMIT_SPREAD = 0.15
 """ttl and max_jobs are drawn per worker up to this much above the setting: a pool's workers,
@@ -97,10 +97,6 @@ class PoolStatus:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the state as its name."""
         return {**dataclasses.asdict(self), "state": self.state.value}
-
-
-def _all_left(workers: list[WorkerProcess]) -> bool:
-    return not any(w.state.in_service for w in workers)
 
 
 def _scaled_down(worker: WorkerProcess) -> bool:
@@ -253,9 +249,10 @@ class Keeper:
         return self._starter(self._replace(worker, reason))
 
     async def reset(self, reason: ExitReason = ExitReason.RESET) -> bool:
-        """Replace every worker in service, a quarter of the pool at a time, each successor
-        ready before its predecessor leaves service; busy ones leave after their job. False
-        when the successors cannot start (see below).
+        """Replace every worker in service, each successor ready before its predecessor leaves
+        service; busy ones leave after their job. A quarter of the pool is being replaced at
+        any moment: the next replacement begins as soon as one is done, not after a whole
+        wave. False when the successors cannot start (see below).
 
         Past `reset_timeout`, a predecessor still busy is killed (and said so); one whose
         successor cannot start keeps serving while the start is retried. When the first
@@ -264,22 +261,28 @@ class Keeper:
         on in the background with their backoff, as after any failed start."""
         self._renew_spares(reason)
         old = list(self.serving)
-        batch = max(1, -(-self.target // RESET_PARTS))
+        window = max(1, -(-self.target // RESET_PARTS))
         deadline = self.clock.monotonic() + self.config.reset_timeout
         failures = self.failures
+        waiting = list(reversed(old))
+        under_way: list[WorkerProcess] = []
 
         def hopeless() -> bool:
             return self.failures > failures and all(w.state.in_service for w in old)
 
-        def over(wave: list[WorkerProcess]) -> Callable[[], bool]:
-            return lambda: _all_left(wave) or hopeless()
+        def room() -> bool:
+            return sum(w.state.in_service for w in under_way) < window or hopeless()
 
-        for start in range(0, len(old), batch):
-            wave = [w for w in old[start : start + batch] if w.state.in_service]
-            for worker in wave:
-                self.replace(worker, reason)
-            remaining = deadline - self.clock.monotonic()
-            if not await self._until(over(wave), remaining):
+        while True:
+            under_way = [w for w in under_way if w.state.in_service]
+            while waiting and len(under_way) < window:
+                worker = waiting.pop()
+                if worker.state.in_service:
+                    self.replace(worker, reason)
+                    under_way.append(worker)
+            if not under_way:
+                break  # every one is replaced
+            if not await self._until(room, deadline - self.clock.monotonic()):
                 break
             if hopeless():
                 log.warning(
@@ -340,7 +343,7 @@ class Keeper:
                 idle.sort(key=lambda w: w.state is not WorkerState.READY)
                 self.retire(idle[0], ExitReason.SCALE_DOWN)
             for _ in range(self.target - self._occupied() - len(self._refills)):
-                spare = self.spares.take()
+                spare = self._take_spare()
                 if spare is not None:
                     self._enter(spare, promoted=True)
                     continue
@@ -589,7 +592,7 @@ class Keeper:
         meanwhile the successor is held). `old` keeps its slot until its successor enters."""
         held = False
         try:
-            new = self.spares.take() or await self._new_worker()
+            new = self._take_spare() or await self._new_worker()
             if new is None:
                 return
             if old.state.in_service:
@@ -691,6 +694,13 @@ class Keeper:
             self._fill_spares()
             return
         self._spare_ready(worker)
+
+    def _take_spare(self) -> WorkerProcess | None:
+        """A spare to take a slot, if one is ready; another starts behind it."""
+        spare = self.spares.take()
+        if spare is not None:
+            self._fill_spares()
+        return spare
 
     def _spare_ready(self, worker: WorkerProcess) -> None:
         """A new or checked spare: kept if wanted (or a slot is empty: it takes it)."""
