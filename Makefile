@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/rrd serve -c etc/rrd/rr.yaml
 
-test: $(STAMP)
+# The bench smoke test runs the peers too, so that their code cannot rot either.
+PEERS := bench/.peers/.installed
+$(PEERS): | $(STAMP)
+	$(PY) -c 'import sys; sys.path.insert(0, "bench"); import peers; peers.install()'
+
+test: $(STAMP) $(PEERS)
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -25,8 +30,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check rrd tests bench examples tools
 	$(VENV)/bin/mypy
 
+# Every bench, one at a time, as one markdown table, also written to bench/results.md; the
+# peers (supervisord, circus) are installed into bench/.peers from PyPI first. About 25 minutes.
+# `make bench BENCH_ARGS="--only exec ticker"` for some; `--smoke` for a quick look.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) bench/codec.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 # rrd under chaos workers and a driver that signals, rewrites, scales and pokes it; then checks
 # it is whole and prints the figures. 10 minutes; `make soak SOAK_SECONDS=60` for less.
@@ -43,4 +52,4 @@ test-systemd: $(STAMP)
 	bash tests/systemd/run.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench/.peers build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
