@@ -25,6 +25,8 @@ class WorkerState(Enum):
     STOPPED = "stopped"
     ERRORED = "errored"
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash runs in Python
+
     @property
     def in_service(self) -> bool:
         """True while the worker serves or may serve jobs (DRAINING: its last one)."""

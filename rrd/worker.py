@@ -55,6 +55,10 @@ relayed = logging.getLogger("rrd.worker.stderr")
 """A worker's stderr, line by line: output relayed, which never crowds out rrd's own lines."""
 
 PONG = Frame(stream=Stream.PONG).encode()
+_DATA = Flag.NONE
+_PLAIN = Stream.NONE
+_CONTROL = Flag.CONTROL
+"""Flag members are singletons: checked by identity on the hot path (an IntFlag `&` is ~0.5 us)."""
 STOP = stop_request().encode()
 _OWN_PID_REQUEST = pid_request(os.getpid()).encode()
 """Written behind every payload (the separator) and for health checks: encoded once."""
@@ -184,7 +188,16 @@ class _SyncExchange(_PidExchange):
 
     __slots__ = ()
 
+    def __init__(self) -> None:
+        self.future = None  # type: ignore[assignment]  # nobody awaits it: no future to make
+
+    def fail(self, error: BaseException) -> None:
+        pass
+
     def take(self, worker: WorkerProcess, frame: Frame) -> None:
+        if frame.flags is _CONTROL and frame.payload == worker._pid_answer:
+            worker._pending.popleft()
+            return
         if frame.flags & Flag.CONTROL:
             super().take(worker, frame)
         else:
@@ -204,6 +217,17 @@ class _JobExchange(_Exchange):
 
     def take(self, worker: WorkerProcess, frame: Frame) -> None:
         stream = frame.stream
+        if stream is _PLAIN and frame.flags is _DATA:
+            try:
+                payload = split_payload(frame)
+            except FrameError as exc:
+                worker.condemn(ExitReason.GARBAGE, str(exc))
+                return
+            self.size += len(frame.payload)
+            if self.size <= worker.spec.max_reply_size and not self.chunks:
+                worker.answered(self, payload)
+                return
+            self.size -= len(frame.payload)
         if stream:
             if stream & Stream.PING:
                 worker.write(PONG)
@@ -271,6 +295,20 @@ class _Pipes(asyncio.SubprocessProtocol):
         self.worker._on_exit()
 
 
+class _Stdout(asyncio.Protocol):
+    """The worker's stdout pipe straight to its decoder, past asyncio's subprocess layers."""
+
+    def __init__(self, worker: WorkerProcess, layered: asyncio.BaseProtocol) -> None:
+        self.data_received = worker._on_stdout  # type: ignore[method-assign]
+        self._layered = layered
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._layered.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+
 class WorkerProcess:
     """One running worker process and its relay. Create with `await WorkerProcess.start(...)`.
 
@@ -304,6 +342,8 @@ class WorkerProcess:
         self._stdin: asyncio.WriteTransport | None = None
         self._decoder = Decoder(max_payload=spec.max_frame_size)
         self._pending: deque[_PidExchange | _JobExchange] = deque()
+        self._pid_answer = b""
+        """The answer to the separator, as the handshake gave it: checked by bytes, not parsed."""
         self._stdout_done = False
         self._garbage: bytearray | None = None
         self._garbage_error: FrameError | None = None
@@ -356,6 +396,7 @@ class WorkerProcess:
         try:
             async with asyncio.timeout(max(remaining, 0.001)):
                 worker.relay_pid = await exchange.future
+            worker._pid_answer = b'{"pid":%d}' % worker.relay_pid
         except TimeoutError:
             why = f"no pid handshake within {spec.allocate_timeout:g}s"
             worker.condemn(ExitReason.FAILED_START, why, quiet=True)
@@ -420,12 +461,12 @@ class WorkerProcess:
 
     def reserve(self) -> None:
         """READY -> WORKING: the worker is taken for one job or check, in the same step."""
-        self._to(WorkerState.WORKING)
+        self._fsm.to(WorkerState.WORKING)  # it stays in service: no on_leave to call
 
     def release(self) -> None:
         """WORKING -> READY after a job; a DRAINING or condemned worker stays as it is."""
         if self._fsm.state is WorkerState.WORKING:
-            self._to(WorkerState.READY)
+            self._fsm.to(WorkerState.READY)
             self.idle_since = time.monotonic()
 
     def drain(self, reason: ExitReason) -> bool:
@@ -448,10 +489,15 @@ class WorkerProcess:
         if state not in (WorkerState.WORKING, WorkerState.DRAINING):
             raise IllegalTransition(f"exec on a worker that is {state.value}, not reserved")
         self.job_started = time.monotonic()
-        exchange = self._ask(payload_frame(payload).encode(), _JobExchange())
-        # The separator goes now rather than once the reply is in: its answer then comes with
-        # the reply, in one wake-up of rrd instead of two (most of a tick's CPU).
-        self._ask(_OWN_PID_REQUEST, _SyncExchange())
+        exchange = _JobExchange()
+        self._pending.append(exchange)
+        self._pending.append(_SyncExchange())
+        request = payload_frame(payload).encode()
+        if len(request) < PIPE_READ_SIZE:
+            self.write(request + _OWN_PID_REQUEST)  # one write, one wake-up of the worker
+        else:
+            self.write(request)  # no copy of a large payload
+            self.write(_OWN_PID_REQUEST)
         try:
             if timeout:
                 async with asyncio.timeout(timeout):
@@ -602,6 +648,8 @@ class WorkerProcess:
         """The oldest request in flight got its answer."""
         assert self._pending and self._pending[0] is exchange
         self._pending.popleft()
+        if exchange.future is None:
+            return
         if isinstance(result, BaseException):
             exchange.future.set_exception(result)
         else:
@@ -642,6 +690,9 @@ class WorkerProcess:
             pipe = transport.get_pipe_transport(fd)
             if pipe is not None and hasattr(pipe, "max_size"):  # asyncio's unix read pipe
                 pipe.max_size = PIPE_READ_SIZE
+        stdout = transport.get_pipe_transport(1)
+        if isinstance(stdout, asyncio.ReadTransport):
+            stdout.set_protocol(_Stdout(self, stdout.get_protocol()))
 
     def _on_stdout(self, data: bytes) -> None:
         if self._stdout_done:

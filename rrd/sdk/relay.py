@@ -56,6 +56,10 @@ class Relay(ABC):
         """Send one frame."""
         self._send(frame.encode())
 
+    def send(self, data: bytes) -> None:
+        """Send encoded frames."""
+        self._send(data)
+
 
 class PipeRelay(Relay):
     """Frames over two file descriptors (the worker's stdin and stdout); owns and closes both."""
@@ -72,9 +76,11 @@ class PipeRelay(Relay):
 
     def _send(self, data: bytes) -> None:
         # One os.write per frame; a pipe may still take fewer bytes (a signal, a full buffer).
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.write_fd, view) :]
+        written = os.write(self.write_fd, data)
+        if written < len(data):
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self.write_fd, view) :]
 
     def close(self) -> None:
         for fd in {self.read_fd, self.write_fd}:
