@@ -270,8 +270,10 @@ class Keeper:
         def hopeless() -> bool:
             return self.failures > failures and all(w.state.in_service for w in old)
 
-        def room() -> bool:
-            return sum(w.state.in_service for w in under_way) < window or hopeless()
+        def next_step() -> bool:
+            """Room for the next replacement, or with none left to begin, all of them done."""
+            serving = sum(w.state.in_service for w in under_way)
+            return hopeless() or (serving < window if waiting else serving == 0)
 
         while True:
             under_way = [w for w in under_way if w.state.in_service]
@@ -282,7 +284,7 @@ class Keeper:
                     under_way.append(worker)
             if not under_way:
                 break  # every one is replaced
-            if not await self._until(room, deadline - self.clock.monotonic()):
+            if not await self._until(next_step, deadline - self.clock.monotonic()):
                 break
             if hopeless():
                 log.warning(

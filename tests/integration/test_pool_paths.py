@@ -214,3 +214,22 @@ async def test_idle_ttl_retires_an_idle_worker_even_with_health_checks_on(
         assert first.reason is ExitReason.IDLE_TTL
         retired = [r for r in caplog.records if getattr(r, "event", "") == "worker.retired"]
         assert retired and retired[0].reason == "idle_ttl"
+
+
+# A reset of a pool larger than its window (a quarter of the pool at a time)
+
+
+async def test_a_reset_of_many_workers_replaces_them_all_a_window_at_a_time() -> None:
+    """Eight workers, two being replaced at a time: the reset ends with eight new ones, and
+    the loop answers meanwhile (on 374ccb3 it spun once the last ones were under way)."""
+    async with running(num_workers=8) as pool:
+        old = {w.pid for w in serving(pool)}
+        resetting = asyncio.create_task(pool.reset())
+        most = 0
+        while not resetting.done():
+            most = max(most, len(pool.keeper._replacing))
+            await asyncio.sleep(0.005)  # the loop must get here: a spinning reset never yields
+        assert await asyncio.wait_for(resetting, 30)
+        assert 1 <= most <= 2
+        await settled_at(pool, 8)
+        assert not {w.pid for w in serving(pool)} & old

@@ -185,11 +185,21 @@ async def test_a_worker_that_does_not_answer_its_health_check_is_replaced(
 
 
 async def test_a_health_check_holds_the_worker_like_a_job_does() -> None:
-    """No payload is handed to a worker during its check; it waits and then runs."""
-    async with running("echo", health=HealthConfig(interval=0.05, timeout=1)) as pool:
+    """No payload is handed to a worker during its check; it waits and then runs. The worker
+    is stopped (SIGSTOP) so that its check lasts: an answered check takes microseconds."""
+    async with running("echo", health=HealthConfig(interval=0.05, timeout=5)) as pool:
         (worker,) = pool.keeper.serving
-        await eventually(lambda: worker.state is WorkerState.WORKING and worker.job_started is None)
-        reply = await pool.exec(Payload(b"during"))
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            await eventually(
+                lambda: worker.state is WorkerState.WORKING and worker.job_started is None
+            )
+            during = asyncio.create_task(pool.exec(Payload(b"during")))
+            await eventually(lambda: pool.free.waiting == 1)
+            assert worker.job_started is None  # the payload waits for the check
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        reply = await during
         assert reply.payload.body == b"OK:during"
 
 

@@ -43,6 +43,7 @@ def test_removing_the_ticker_section_stops_it_and_restoring_it_starts_it_again(
     path, text = tmp_path / ".rr.yaml", (tmp_path / ".rr.yaml").read_text()
     head, _, _ = text.partition("ticker:")
     first = live_workers(daemon)
+    wait_until(lambda: read_ticks(tmp_path / "ticks.jsonl"))  # a save settles in 10 ms
     save(path, head)
     daemon.wait_event("ticker.stopped")
     wait_until(lambda: not live_workers(daemon))

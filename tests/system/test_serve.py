@@ -31,11 +31,12 @@ def test_ticks_arrive_in_order_with_the_ticker_payload(rrd: Any, tmp_path: Path)
     assert bodies == [{"tick": n} for n in range(len(ticks))]
     assert {t["mode"] for t in ticks} == {"ticker"}
     contexts = [json.loads(t["context"]) for t in ticks]
-    assert contexts[0] == {"lastTick": 0}
+    assert contexts[0] == {"lastTick": 0, "k": 1}
+    assert [c["k"] for c in contexts] == list(range(1, len(ticks) + 1))  # no tick skipped
     assert all(isinstance(c["lastTick"], int) for c in contexts)
     assert all(abs(c["lastTick"] - time.time()) < 120 for c in contexts[1:])
     assert [c["lastTick"] for c in contexts[1:]] == sorted(c["lastTick"] for c in contexts[1:])
-    assert ticks[0]["body"] == '{"tick": 0}' and ticks[0]["context"] == '{"lastTick": 0}'
+    assert ticks[0]["body"] == '{"tick": 0}' and ticks[0]["context"] == '{"lastTick": 0, "k": 1}'
     stopped = daemon.events("ticker.stopped")[0]
     assert stopped["due"] == stopped["delivered"] >= len(ticks)
     assert not daemon.events("ticker.failed")
