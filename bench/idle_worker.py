@@ -1,5 +1,6 @@
-"""What supervisord runs in bench/recovery.py: a Python program that imports rrd.sdk, as a
-worker does, then waits; it has no relay to speak on."""
+"""What supervisord and circus run in the benches (bench/peers.py): a Python program that
+imports rrd.sdk, as a worker does, then waits; the peers have no relay to speak on. SIGTERM
+ends it (the default action), as a stop of either peer expects."""
 
 import signal
 
