@@ -485,6 +485,8 @@ def render_status(report: dict[str, Any]) -> str:
             f"{name}: {pool.get('state')}, {pool.get('ready', 0)} ready and "
             f"{pool.get('busy', 0)} busy of {pool.get('size', 0)} workers"
         )
+        if pool.get("spares"):
+            line += f", {pool['spares']} spare"
         ticks = plugin.get("ticks")
         if ticks:
             line += (
