@@ -444,22 +444,30 @@ class Daemon:
         load = self.load_config
         loop = asyncio.get_running_loop()
         loaded: asyncio.Future[Config] = loop.create_future()
+        watcher = self._watcher
 
-        def settle(outcome: Any) -> None:
+        def settle(outcome: Any, read_as: bytes | None) -> None:
             if loaded.done():
                 return
+            if watcher is not None:
+                watcher.loaded(read_as)
             if isinstance(outcome, BaseException):
                 loaded.set_exception(outcome)
             else:
                 loaded.set_result(outcome)
 
         def read() -> None:
+            # The files' contents before and after: the same, and the watcher knows what this
+            # reload read; else a save raced it, and the watcher reports a change again.
+            before = watcher.digest() if watcher is not None else None
             try:
                 outcome: Any = load()
             except BaseException as exc:  # handed to the loop, raised there
                 outcome = exc
+            after = watcher.digest() if watcher is not None else None
+            read_as = before if before == after else None
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                loop.call_soon_threadsafe(settle, outcome)
+                loop.call_soon_threadsafe(settle, outcome, read_as)
 
         threading.Thread(target=read, name="rrd-config-read", daemon=True).start()
         try:

@@ -18,6 +18,9 @@ Rules:
   writing it) settles after `SAVED_DEBOUNCE` instead: the save is whole, only its echoes are
   still to come. One save gives 3-8 events and one call; a touch gives none. A missing file
   is a state of its own.
+- After each reload the daemon says what it read (`loaded`: the files' digest before and
+  after its read, or None when they differ); that is the baseline from then on, so a save
+  that raced the read is reported again rather than lost.
 - When inotify is exhausted (EMFILE for instances, ENOSPC for watches) the watcher polls with
   `PollingObserver` instead, once a second, and says so (`polling`, `watch.polling`).
 - `start()` and `rearm()` run on the loop and make a few syscalls (inotify watches, and
@@ -130,7 +133,7 @@ class ConfigWatcher:
         self._hash_lock = threading.Lock()
         self._taken = 0
         self._seen = 0
-        self._baseline = b""
+        self._baseline: bytes | None = b""
         self._latest = b""
         self._timer: asyncio.TimerHandle | None = None
 
@@ -212,6 +215,19 @@ class ConfigWatcher:
         from watchdog.observers.polling import PollingObserver  # rarely needed: 0.3 MiB
 
         return PollingObserver(timeout=POLL_INTERVAL)
+
+    def digest(self) -> bytes:
+        """The files' contents now, as the watcher compares them; from any thread but the
+        loop's (the daemon's config reader takes one before and after it reads)."""
+        return _digest(self._files)
+
+    def loaded(self, digest: bytes | None) -> None:
+        """On the loop, once a reload has read the files: what it read is the baseline now
+        (None: they changed while it read). A save that came between the change reported
+        and that read would otherwise be lost: its digest is the one reported already."""
+        self._baseline = digest
+        if self._timer is None and not self._stopped and self._latest != digest:
+            self._timer = self._loop.call_later(SAVED_DEBOUNCE, self._settle)
 
     def _snapshot(self) -> tuple[int, bytes]:
         """A numbered digest of the files; any thread but the loop's, except at start."""

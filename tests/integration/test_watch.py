@@ -324,3 +324,27 @@ async def test_falls_back_to_polling_when_inotify_watches_run_out(
     await calls.next(timeout=5.0)
     watcher.stop()
     assert not set(threading.enumerate()) - before
+
+
+async def test_a_save_that_raced_the_reload_is_reported_again(
+    tmp_path: Path, watchers: list[ConfigWatcher]
+) -> None:
+    """The change reported was B; the reload read A (the file flipped back as it read), and
+    the file ends as B: the watcher's own baseline says B is known, but the daemon says it
+    read A (`loaded`), so B is reported again. What it read is known: nothing more."""
+    a, b = "version: '3'\n", "version: '3'\nserver: {}\n"
+    path = config(tmp_path, a)
+    watcher, calls = watch(watchers, path)
+    read_as_a = watcher.digest()
+    atomic_save(path, b)
+    await calls.next()
+    assert watcher.digest() != read_as_a
+    watcher.loaded(read_as_a)
+    await calls.next()  # B again: the daemon runs A
+    watcher.loaded(watcher.digest())
+    await calls.none()
+    watcher.loaded(None)  # the files changed while the reload read them: look again
+    await calls.next()
+    watcher.loaded(watcher.digest())
+    await calls.none()
+    assert calls.count == 3
