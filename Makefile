@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Every bench, one at a time, as one markdown table, also written to bench/results.md; the
-# peers (supervisord, circus) are installed into bench/.peers from PyPI first. About 25 minutes.
+# peers (supervisord, circus) are installed into bench/.peers from PyPI first. About 35 minutes.
 # `make bench BENCH_ARGS="--only exec ticker"` for some; `--smoke` for a quick look.
 BENCH_ARGS ?=
 bench: $(STAMP)

@@ -24,7 +24,17 @@ from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-SCRIPTS = ("exec", "ticker", "recovery", "startup", "footprint", "reload", "stop", "scaling")
+SCRIPTS = (
+    "exec",
+    "ticker",
+    "recovery",
+    "startup",
+    "footprint",
+    "reload",
+    "stop",
+    "scaling",
+    "imports",
+)
 SMOKE_TIMEOUT = 240.0
 
 sys.path.insert(0, str(BENCH))
