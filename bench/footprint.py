@@ -237,17 +237,7 @@ def rrd_sample(workers: int, settle: float, seconds: float, overrides: Sequence[
 
 
 def peer_sample(peer: str, processes: int, settle: float, seconds: float) -> dict:
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        peers.running(
-            peer,
-            [sys.executable, str(IDLE_WORKER)],
-            processes,
-            folder,
-            env={"PYTHONPATH": str(ROOT)},
-        ) as run,
-    ):
-        run.wait_running(120)
+    with peers.serving(peer, IDLE_WORKER, processes) as run:
         return sample(run.pid, settle, seconds)
 
 

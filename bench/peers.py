@@ -513,6 +513,22 @@ def running(
         run.close()
 
 
+@contextlib.contextmanager
+def serving(peer: str, program: Path, processes: int) -> Iterator[PeerRun]:
+    """`processes` copies of a Python `program` that imports rrd, under `peer` in a folder of
+    its own, all running: what the footprint and stop benches measure."""
+    import tempfile
+
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        running(
+            peer, [sys.executable, str(program)], processes, Path(folder), {"PYTHONPATH": str(ROOT)}
+        ) as run,
+    ):
+        run.wait_running(120)
+        yield run
+
+
 def _bin(program: str) -> Path:
     return PEERS_VENV / "bin" / program
 

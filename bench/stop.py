@@ -71,17 +71,7 @@ def rrd_stop(workers: int, worker: Path, overrides: Sequence[str], bound: float)
 
 def peer_stop(peer: str, processes: int, worker: Path) -> float:
     """Seconds from SIGTERM to the peer's exit and its children's; fails when one is left."""
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        peers.running(
-            peer,
-            [sys.executable, str(worker)],
-            processes,
-            folder,
-            env={"PYTHONPATH": str(ROOT)},
-        ) as run,
-    ):
-        run.wait_running(120)
+    with peers.serving(peer, worker, processes) as run:
         pids = pids_with_start(run.child_pids())
         if len(pids) != processes:
             raise SystemExit(f"{peer} runs {len(pids)} processes, not {processes}")

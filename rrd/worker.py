@@ -217,31 +217,8 @@ class _JobExchange(_Exchange):
 
     def take(self, worker: WorkerProcess, frame: Frame) -> None:
         stream = frame.stream
-        if stream is _PLAIN and frame.flags is _DATA:
-            try:
-                payload = split_payload(frame)
-            except FrameError as exc:
-                worker.condemn(ExitReason.GARBAGE, str(exc))
-                return
-            self.size += len(frame.payload)
-            if self.size <= worker.spec.max_reply_size and not self.chunks:
-                worker.answered(self, payload)
-                return
-            self.size -= len(frame.payload)
-        if stream:
-            if stream & Stream.PING:
-                worker.write(PONG)
-                if not frame.payload and not frame.options:
-                    return
-            if stream & (Stream.PONG | Stream.STOP):
-                return
-        if frame.flags & Flag.ERROR:
-            error = SoftJobError(frame.payload.decode("utf-8", "replace"), pid=worker.pid)
-            worker.answered(self, error)
-            return
-        if frame.flags & Flag.CONTROL:
-            why = f"answered a payload with a control frame: {_show(frame)}"
-            worker.condemn(ExitReason.GARBAGE, why)
+        plain = stream is _PLAIN and frame.flags is _DATA  # nearly every reply: no flag to read
+        if not plain and not self._is_data(worker, frame, stream):
             return
         try:
             payload = split_payload(frame)
@@ -256,7 +233,7 @@ class _JobExchange(_Exchange):
                 f"({worker.spec.max_reply_size} bytes)",
             )
             return
-        if stream & Stream.STREAM:
+        if not plain and stream & Stream.STREAM:
             self.chunks.append(payload)
             return
         if self.chunks:
@@ -264,6 +241,26 @@ class _JobExchange(_Exchange):
             payload = Payload(b"".join(c.body for c in self.chunks), self.chunks[0].context)
             self.chunks = []
         worker.answered(self, payload)
+
+    def _is_data(self, worker: WorkerProcess, frame: Frame, stream: Stream) -> bool:
+        """A frame with flags: a ping answered, a pong or stop skipped, an ERROR reply, or a
+        control frame (garbage) are dealt with here; True for a data frame to go on with."""
+        if stream:
+            if stream & Stream.PING:
+                worker.write(PONG)
+                if not frame.payload and not frame.options:
+                    return False
+            if stream & (Stream.PONG | Stream.STOP):
+                return False
+        if frame.flags & Flag.ERROR:
+            error = SoftJobError(frame.payload.decode("utf-8", "replace"), pid=worker.pid)
+            worker.answered(self, error)
+            return False
+        if frame.flags & Flag.CONTROL:
+            why = f"answered a payload with a control frame: {_show(frame)}"
+            worker.condemn(ExitReason.GARBAGE, why)
+            return False
+        return True
 
 
 def _show(frame: Frame) -> str:

@@ -345,7 +345,7 @@ class Keeper:
                 idle.sort(key=lambda w: w.state is not WorkerState.READY)
                 self.retire(idle[0], ExitReason.SCALE_DOWN)
             for _ in range(self.target - self._occupied() - len(self._refills)):
-                spare = self._take_spare()
+                spare = self.spares.take()  # another spare starts below, with the rest
                 if spare is not None:
                     self._enter(spare, promoted=True)
                     continue

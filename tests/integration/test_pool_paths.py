@@ -225,11 +225,15 @@ async def test_a_reset_of_many_workers_replaces_them_all_a_window_at_a_time() ->
     async with running(num_workers=8) as pool:
         old = {w.pid for w in serving(pool)}
         resetting = asyncio.create_task(pool.reset())
-        most = 0
-        while not resetting.done():
-            most = max(most, len(pool.keeper._replacing))
-            await asyncio.sleep(0.005)  # the loop must get here: a spinning reset never yields
-        assert await asyncio.wait_for(resetting, 30)
+        under_way: list[int] = []
+
+        def done() -> bool:  # sampled on the loop: a spinning reset never lets it run
+            under_way.append(len(pool.keeper._replacing))
+            return resetting.done()
+
+        await eventually(done, timeout=30, step=0.005)
+        assert await resetting
+        most = max(under_way)
         assert 1 <= most <= 2
         await settled_at(pool, 8)
         assert not {w.pid for w in serving(pool)} & old

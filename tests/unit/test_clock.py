@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from rrd.clock import Alarms, SystemClock
+from tests.helpers import eventually
 
 
 async def test_sleepers_wake_in_deadline_order_never_early() -> None:
@@ -28,7 +29,7 @@ async def test_a_cancelled_sleeper_does_not_hold_up_the_others() -> None:
     start = time.monotonic()
     first = asyncio.create_task(alarms.wake_at(start + 0.02))
     second = asyncio.create_task(alarms.wake_at(start + 0.04))
-    await asyncio.sleep(0)
+    await eventually(lambda: len(alarms._alarms) == 2)  # both asleep on the alarm thread
     first.cancel()
     await asyncio.wait_for(second, 5)
     assert first.cancelled()
