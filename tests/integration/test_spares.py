@@ -16,7 +16,7 @@ import pytest
 
 from rrd.config import HealthConfig
 from rrd.protocol.control import Payload
-from tests.helpers import eventually, pid_alive
+from tests.helpers import eventually, pid_alive, worker_argv
 from tests.integration.test_pool_paths import running, serving, settled_at, spec_of
 
 
@@ -126,3 +126,21 @@ async def test_stopping_a_pool_stops_its_spares() -> None:
     async with running(num_workers=1, spares=2) as pool:
         spares = await spares_ready(pool, 2)
     assert not any(pid_alive(p) for p in spares)
+
+
+async def test_a_spare_still_starting_when_a_reset_begins_never_serves() -> None:
+    """Its process began before the reset, so it may run the old code: it is stopped when it
+    is ready, and a spare started after the reset takes its place."""
+    async with running(num_workers=1, spares=1) as pool:
+        (spare,) = await spares_ready(pool, 1)
+        slow = replace(pool.keeper.spec, argv=worker_argv("slow_boot", "0.5"))
+        pool.keeper.spec = slow  # the next starts are slow, without renewing anything
+        os.kill(spare, signal.SIGKILL)
+        registry = pool.keeper.registry
+        await eventually(lambda: len(registry) == 2 and not spare_pids(pool))  # it was forked
+        began = time.monotonic()
+        assert await pool.reset()
+        (renewed,) = await spares_ready(pool, 1)
+        (worker,) = [w for w in pool.keeper.spares if w.pid == renewed]
+        assert worker.started_at >= began
+        assert all(w.started_at >= began for w in serving(pool))
