@@ -89,7 +89,10 @@ def test_two_hundred_sighups_in_two_seconds_coalesce_and_leave_the_pool_whole(
     )
     ticking(daemon, tmp_path)
     reloads = daemon.events("config.reloaded")
-    assert 1 <= len(reloads) <= 50, len(reloads)  # coalesced: far fewer than the signals
+    # Coalesced: a reload with a reset starts two fresh Python workers, never under 20 ms, so
+    # with a signal every 10 ms at most one in two signals can have a reload of its own; a
+    # daemon that ran one per signal would log 200. (A fast box runs more, a slow one fewer.)
+    assert 1 <= len(reloads) < 100, len(reloads)
     assert all(r["source"] == "SIGHUP" and r["changes"] == [] for r in reloads)
     assert daemon.stop() == 0
     assert not daemon.events("daemon.crashed")
