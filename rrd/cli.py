@@ -155,7 +155,9 @@ def serve(
     source, root = str(config.source), str(config.workdir)
     if workdir:
         os.chdir(config.workdir)  # before logs.output is opened: relative paths are the workdir's
-    rrd_logging.configure(config.logs.mode, config.logs.level, config.logs.output)
+    rrd_logging.configure(
+        config.logs.mode, config.logs.level, config.logs.output, config.logs.journal
+    )
     code = EX_SOFTWARE
     try:
         for warning in config.warnings:
@@ -498,12 +500,19 @@ def render_status(report: dict[str, Any]) -> str:
             if reasons:
                 line += f" ({', '.join(f'{r} {n}' for r, n in reasons.items())})"
         lines.append(line)
+        if "health" in plugin:
+            lines.append(
+                "  probes: " + ", ".join(probe_text(plugin, p) for p in ("health", "ready"))
+            )
         departures = pool.get("departures") or {}
         if departures:
             listed = ", ".join(f"{reason} {count}" for reason, count in departures.items())
             lines.append(f"  workers replaced: {listed}")
         if pool.get("last_error"):
             lines.append(f"  last error: {pool['last_error']}")
+    served = [f"{k} on {v}" for k, v in (report.get("http") or {}).items() if v]
+    if served:
+        lines.append("http: " + ", ".join(served))
     reload_ = report.get("last_reload")
     if reload_:
         what = "applied" if reload_["applied"] else f"rejected: {reload_['error']}"
@@ -511,6 +520,13 @@ def render_status(report: dict[str, Any]) -> str:
     for change in report.get("restart_needed", []):
         lines.append(f"needs a restart: {change}")
     return "\n".join(lines)
+
+
+def probe_text(plugin: dict[str, Any], probe: str) -> str:
+    """`health 200` or `ready 503 (all 2 workers are busy)`: what /health or /ready answers."""
+    verdict = plugin[probe]
+    text = f"{probe} {verdict['status_code']}"
+    return text + (f" ({verdict['error']})" if verdict.get("error") else "")
 
 
 def run(daemon: Daemon) -> int:

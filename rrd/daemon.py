@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +30,13 @@ from rrd import __version__
 from rrd import logging as rrd_logging
 from rrd.clock import Clock, SystemClock
 from rrd.config import Config, ReloadPlan, diff, pin
-from rrd.control.server import Access, ControlServer, Method
+from rrd.control.api import OperatorApi
+from rrd.control.commands import Command, Request, same_outcome
+from rrd.control.server import Access, ControlServer
 from rrd.errors import EX_SOFTWARE, ConfigError, RrdError
 from rrd.notify import Notifier
 from rrd.plugins.base import (
     Disabled,
-    Informer,
     Plugin,
     PluginContext,
     Reconfigurable,
@@ -43,12 +44,13 @@ from rrd.plugins.base import (
     Resettable,
     Scalable,
 )
-from rrd.proc import ProcessRegistry, become_subreaper, cpu_percent
+from rrd.proc import ProcessRegistry, become_subreaper
 from rrd.protocol.rpc import RpcError
 from rrd.server import Server
 from rrd.signals import EarlySignals
 
 if TYPE_CHECKING:
+    from rrd.http.endpoints import Endpoints
     from rrd.watch import ConfigWatcher
 
 log = logging.getLogger("rrd.daemon")
@@ -84,27 +86,6 @@ class DaemonState(Enum):
     STOPPED = "stopped"
 
 
-class Command(Enum):
-    """Everything the daemon can be asked to do, whichever way the request came."""
-
-    STOP = "stop"
-    RESET = "reset"
-    RELOAD = "reload"
-    SCALE = "scale"
-    REOPEN_LOGS = "reopen_logs"
-
-
-@dataclass(eq=False)
-class Request:
-    """A command with its arguments, and a future for whoever waits for its outcome."""
-
-    command: Command
-    args: Mapping[str, Any] = field(default_factory=dict)
-    reply: asyncio.Future[Any] | None = None
-    folded: list[Request] = field(default_factory=list)
-    """Requests coalesced into this one: they get its outcome."""
-
-
 @dataclass(frozen=True)
 class ReloadOutcome:
     """What a reload did: for `rrd reload`, `rrd status` and STATUS=."""
@@ -124,17 +105,6 @@ SIGNAL_COMMANDS = {
     signal.SIGINT: Request(Command.STOP, {"signal": True}),
     signal.SIGHUP: Request(Command.RELOAD, {"reset": True, "source": "SIGHUP"}),
     signal.SIGUSR1: Request(Command.REOPEN_LOGS),
-}
-
-# RoadRunner's worker states, as its informer reports them (rr workers, PHP's RPC client).
-RR_STATES = {
-    "spawning": (0, "inactive"),
-    "ready": (1, "ready"),
-    "working": (2, "working"),
-    "draining": (3, "invalid"),
-    "stopping": (4, "stopping"),
-    "stopped": (5, "stopped"),
-    "errored": (8, "errored"),
 }
 
 
@@ -181,6 +151,15 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self._status_sent = ""
         self._watcher: ConfigWatcher | None = None
+        self._endpoints: Endpoints | None = None
+        self._reload_results = {"applied": 0, "rejected": 0}
+        self.api = OperatorApi(self)
+        """What the control socket and the HTTP endpoints answer operators with."""
+
+    @property
+    def state_name(self) -> str:
+        """The state as operators read it: starting, running, reloading, stopping, stopped."""
+        return self.state.value
 
     def request(self, request: Request) -> None:
         """Queue a request (from a signal handler, a control call or a file change).
@@ -229,12 +208,13 @@ class Daemon:
         control = None
         if self.control_address:
             access = Access.from_config(self.config.rpc)
-            control = ControlServer(self.control_address, self._methods(), access=access)
+            control = ControlServer(self.control_address, self.api.methods(), access=access)
         watcher: ConfigWatcher | None = None
         with self._signal_handlers(subreaper):
             try:
                 if control is not None:
                     await control.start()
+                await self._serve_endpoints(self.config, at_start=True)
                 await self._run_task(self._boot(), "boot")
                 if self.state is DaemonState.STARTING:
                     self.state = DaemonState.RUNNING
@@ -250,6 +230,8 @@ class Daemon:
             finally:
                 if watcher is not None:
                     watcher.stop()
+                if self._endpoints is not None:
+                    await self._endpoints.close()
                 if control is not None:
                     await control.close()
                 for task in self._tasks:
@@ -271,7 +253,7 @@ class Daemon:
         of the same plugins one; every waiting caller gets the outcome of the one that ran."""
         merged: list[Request] = []
         for request in requests:
-            twin = next((m for m in merged if _same(m, request)), None)
+            twin = next((m for m in merged if same_outcome(m, request)), None)
             if twin is None:
                 merged.append(request)
                 continue
@@ -365,7 +347,7 @@ class Daemon:
             await plugin.serve()
 
     async def _reset(self, names: list[str] | None = None) -> bool:
-        chosen = self._plugins(names, Resettable)
+        chosen = self.plugins(names, Resettable)
         log.info(
             f"resetting the workers of {', '.join(p.name for p in chosen) or 'nothing'}",
             extra={"event": "daemon.reset", "plugins": [p.name for p in chosen]},
@@ -415,10 +397,11 @@ class Daemon:
                     },
                 )
             if reset:
-                names = [p.name for p in self._plugins(None, Resettable) if p.name not in replaced]
+                names = [p.name for p in self.plugins(None, Resettable) if p.name not in replaced]
                 if names:
                     await self._reset(names)
         finally:
+            self._reload_results["rejected" if error is not None else "applied"] += 1
             self.last_reload = ReloadOutcome(
                 generation=self._reloads,
                 applied=error is None,
@@ -490,6 +473,8 @@ class Daemon:
         if new.logs.level != self.config.logs.level:
             rrd_logging.set_level(new.logs.level)
         self.config, self.config_loaded_at = new, time.time()
+        if plan.for_section("status") or plan.for_section("metrics"):
+            await self._serve_endpoints(new, at_start=False)
         ctx = PluginContext(new, Server(new, self.registry), self.clock, crashed=self.crashed)
         for name in plan.plugins_to_stop():
             await self._stop_plugin(name)
@@ -549,7 +534,7 @@ class Daemon:
         return True
 
     async def _scale(self, name: str, workers: int | str) -> dict[str, Any]:
-        (plugin,) = self._plugins([name], Scalable)
+        (plugin,) = self.plugins([name], Scalable)
         assert isinstance(plugin, Scalable) and isinstance(plugin, Reporter)
         size = int(plugin.status()["pool"]["size"])
         target = scale_target(workers, size)
@@ -559,7 +544,7 @@ class Daemon:
             raise RpcError(f"{exc}; it has {size}") from None
         return {"plugin": name, "workers": target, "was": size}
 
-    def _plugins(self, names: list[str] | None, kind: type) -> list[Plugin]:
+    def plugins(self, names: list[str] | None, kind: type) -> list[Plugin]:
         """The started plugins with a capability, all of them or those named (RpcError for a
         name that is not one)."""
         capable = [p for p in self.started if isinstance(p, kind)]
@@ -570,6 +555,20 @@ class Daemon:
         if unknown:
             raise RpcError(f"no such plugin: {', '.join(unknown)}; known: {', '.join(known)}")
         return [known[n] for n in names]
+
+    async def _serve_endpoints(self, config: Config, *, at_start: bool) -> None:
+        """The `status` and `metrics` sections' HTTP listeners, started, moved or closed as
+        the config says. Neither section: nothing of rrd.http is even imported."""
+        if config.status is None and config.metrics is None and self._endpoints is None:
+            return
+        if self._endpoints is None:
+            from rrd.http.endpoints import Endpoints
+
+            self._endpoints = Endpoints(self.api)
+        try:
+            await self._endpoints.apply(config.status, config.metrics, at_start=at_start)
+        except RrdError as exc:  # only at start: a reload logs it and goes on
+            raise config.error(getattr(exc, "key", "status"), str(exc)) from None
 
     # Stop
 
@@ -594,8 +593,9 @@ class Daemon:
         log.info("stopped", extra={"event": "daemon.stopped", "exit_code": self.exit_code})
 
     async def _stop_plugins(self) -> None:
+        """Last started, first stopped; each stays listed (for /health) until it is down."""
         while self.started:
-            plugin = self.started.pop()
+            plugin = self.started[-1]
             try:
                 await plugin.stop()
             except Exception:
@@ -603,6 +603,8 @@ class Daemon:
                     f"plugin {plugin.name} failed to stop cleanly",
                     extra={"event": "plugin.stop_failed", "plugin": plugin.name},
                 )
+            finally:
+                self.started.remove(plugin)
 
     async def _end_orphans(self) -> None:
         """Kill the adopted orphans still alive (a worker's double-forked grandchildren) and
@@ -643,6 +645,8 @@ class Daemon:
             "restart_needed": self.restart_needed,
             "last_reload": asdict(self.last_reload) if self.last_reload else None,
             "reloads": self._reloads,
+            "reload_results": dict(self._reload_results),
+            "http": dict(self._endpoints.served) if self._endpoints else {},
             "plugins": {p.name: p.status() for p in self.started if isinstance(p, Reporter)},
         }
 
@@ -778,83 +782,6 @@ class Daemon:
             if self.early is not None:
                 self.early.hold()  # until rrd exits, a late signal changes nothing
 
-    # The control socket's methods: RoadRunner's names, then rrd's own
-
-    def _methods(self) -> dict[str, Method]:
-        return {
-            "informer.List": self._rpc_informer_list,
-            "informer.Workers": self._rpc_informer_workers,
-            "informer.AddWorker": lambda name: self.ask(Command.SCALE, plugin=name, workers="+1"),
-            "informer.RemoveWorker": lambda name: self.ask(
-                Command.SCALE, plugin=name, workers="-1"
-            ),
-            "resetter.List": self._rpc_resetter_list,
-            "resetter.Reset": lambda name: self.ask(Command.RESET, plugins=[_name(name)]),
-            "rrd.Status": self._rpc_status,
-            "rrd.Workers": self._rpc_workers,
-            "rrd.Reload": lambda params: self.ask(
-                Command.RELOAD, reset=_flag(params, "reset", True), source="rrd reload"
-            ),
-            "rrd.Reset": lambda params: self.ask(Command.RESET, plugins=_names(params)),
-            "rrd.Scale": lambda params: self.ask(
-                Command.SCALE,
-                plugin=_name(_field(params, "plugin")),
-                workers=_field(params, "workers"),
-            ),
-            "rrd.Stop": self._rpc_stop,
-        }
-
-    async def _rpc_informer_list(self, params: Any) -> list[str]:
-        return [p.name for p in self.started if isinstance(p, Informer)]
-
-    async def _rpc_resetter_list(self, params: Any) -> list[str]:
-        return [p.name for p in self.started if isinstance(p, Resettable)]
-
-    async def _rpc_informer_workers(self, params: Any) -> dict[str, Any]:
-        (plugin,) = self._plugins([_name(params)], Informer)
-        assert isinstance(plugin, Informer)
-        workers = []
-        for info in plugin.workers():
-            code, text = RR_STATES.get(info.state.value, (8, "errored"))
-            workers.append(
-                {
-                    "pid": info.pid,
-                    "status": code,
-                    "numExecs": info.execs,
-                    "created": int(info.created * 1e9),
-                    "memoryUsage": info.rss,
-                    "CPUPercent": cpu_percent(info.pid),
-                    "command": info.command,
-                    "statusStr": text,
-                }
-            )
-        return {"workers": workers}
-
-    async def _rpc_workers(self, params: Any) -> dict[str, list[dict[str, Any]]]:
-        names = _names(params)
-        table: dict[str, list[dict[str, Any]]] = {}
-        for plugin in self._plugins(names, Informer):
-            assert isinstance(plugin, Informer)
-            table[plugin.name] = [
-                {
-                    "pid": info.pid,
-                    "status": info.state.value,
-                    "execs": info.execs,
-                    "memory": info.rss,
-                    "cpu": cpu_percent(info.pid),
-                    "created": info.created,
-                }
-                for info in plugin.workers()
-            ]
-        return table
-
-    async def _rpc_status(self, params: Any) -> dict[str, Any]:
-        return self.status()
-
-    async def _rpc_stop(self, params: Any) -> bool:
-        self.request(Request(Command.STOP, {"now": _flag(params, "now", False)}))
-        return True
-
 
 def scale_target(workers: int | str, size: int) -> int:
     """The pool size `rrd scale` asks for: N, +N or -N, in ASCII digits (a superscript or an
@@ -868,38 +795,3 @@ def scale_target(workers: int | str, size: int) -> int:
         raise RpcError(f"expected a number of workers (N, +N or -N), got {workers!r}")
     count = int(digits)
     return size + count if sign == "+" else size - count if sign == "-" else count
-
-
-def _same(a: Request, b: Request) -> bool:
-    """Requests that one run can answer both."""
-    if a.command is not b.command or a.command not in (Command.RELOAD, Command.RESET):
-        return False
-    return a.command is Command.RELOAD or a.args.get("plugins") == b.args.get("plugins")
-
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise RpcError(f"expected a plugin name, got {value!r}")
-    return value
-
-
-def _names(params: Any) -> list[str] | None:
-    if params is None or params == []:
-        return None
-    if isinstance(params, str):
-        return [params]
-    if isinstance(params, list) and all(isinstance(n, str) for n in params):
-        return list(params)
-    raise RpcError(f"expected plugin names, got {params!r}")
-
-
-def _field(params: Any, key: str) -> Any:
-    if not isinstance(params, dict) or key not in params:
-        raise RpcError(f"expected an object with {key!r}, got {params!r}")
-    return params[key]
-
-
-def _flag(params: Any, key: str, default: bool) -> bool:
-    if isinstance(params, dict):
-        return bool(params.get(key, default))
-    return default

@@ -12,6 +12,14 @@ says so, the records that cannot be written are counted, and once the output wor
 Lower rooms log through the standard `logging` module and name their event in
 `extra={"event": "worker.started", ...}`; only this module decides how a record is written, so
 every line carries `ts`, `level`, `logger`, `event`, `msg` and the record's context fields.
+
+Under systemd (`logs.journal: auto`, the default) the output stream may be the journal: when
+JOURNAL_STREAM names the stream's device and inode, each record goes to journald as an entry of
+its own (MESSAGE, PRIORITY, SYSLOG_IDENTIFIER=rrd, LOGGER, EVENT and every context field as an
+upper-cased field), through python3-systemd when it is importable, else through the journal's
+native socket; the same writer thread sends it. When the socket cannot be reached the lines stay
+JSON, each prefixed with its `<N>` syslog priority, which journald's stream reader turns into
+PRIORITY.
 """
 
 from __future__ import annotations
@@ -19,16 +27,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import fcntl
+import json
 import logging
 import os
+import re
+import socket
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from queue import Empty, Full, Queue
 from typing import IO, Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
 DEFAULT_EVENT = "log"
 
@@ -42,6 +55,8 @@ RELAYED = ("rrd.worker.stderr", "rrd.server.on_init")
 """Loggers of output relayed from other programs (a worker's stderr): their records may fill
 only half of the queue, so that a flooding worker never crowds out rrd's own lines."""
 STANDARD_STREAMS = ("stderr", "stdout")
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+SYSLOG_IDENTIFIER = "rrd"
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is context.
 _RECORD_ATTRIBUTES = frozenset(
@@ -175,6 +190,259 @@ def open_output(output: str) -> LogOutput:
     return LogOutput(output)
 
 
+# -- The journal ---------------------------------------------------------------------------
+
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+_NOT_IN_FIELD_NAMES = re.compile(r"[^A-Z0-9_]")
+FIELD_NAME_MAX = 64
+JOURNAL_FIELDS = frozenset(
+    {
+        "MESSAGE",
+        "MESSAGE_ID",
+        "PRIORITY",
+        "SYSLOG_IDENTIFIER",
+        "SYSLOG_FACILITY",
+        "SYSLOG_PID",
+        "SYSLOG_TIMESTAMP",
+        "SYSLOG_RAW",
+        "LOGGER",
+        "EVENT",
+        "CODE_FILE",
+        "CODE_LINE",
+        "CODE_FUNC",
+        "ERRNO",
+        "TID",
+        "UNIT",
+        "USER_UNIT",
+        "INVOCATION_ID",
+        "USER_INVOCATION_ID",
+        "OBJECT_PID",
+        "DOCUMENTATION",
+    }
+)
+"""Field names this module writes or journald gives a meaning to: a context field that would
+take one of them is written as RRD_<NAME> instead (a `priority=` never makes a second PRIORITY)."""
+_FIELD_ENCODER = JsonEncoder(ensure_ascii=False)
+
+
+def priority(level: int) -> int:
+    """A logging level's syslog priority: debug 7, info 6, warning 4, error 3, critical 2."""
+    for least, value in _PRIORITIES:
+        if level >= least:
+            return value
+    return 7
+
+
+def field_name(key: str) -> str:
+    """A context field's journal name: upper case, only [A-Z0-9_], starting with a letter."""
+    name = _NOT_IN_FIELD_NAMES.sub("_", key.upper()).lstrip("_")
+    if not name[:1].isalpha() or name in JOURNAL_FIELDS:
+        name = "RRD_" + name
+    return name[:FIELD_NAME_MAX]
+
+
+def field_text(value: Any) -> str:
+    """A context field's value as the JSON line holds it, as text: a string as it is, anything
+    else as JSON (`true`, `12`, `["a", "b"]`), unquoted when JSON has it as a string (an enum's
+    value, a path)."""
+    if isinstance(value, str):
+        return value
+    text = _FIELD_ENCODER.encode(value)
+    if text.startswith('"'):
+        loaded: str = json.loads(text)
+        return loaded
+    return text
+
+
+def journal_fields(record: logging.LogRecord) -> dict[str, str]:
+    """The journal entry of a record: MESSAGE (with the traceback, as `journalctl` should show
+    it), PRIORITY, SYSLOG_IDENTIFIER, LOGGER, EVENT, where it was logged (CODE_*), then every
+    context field under its journal name."""
+    message = record.getMessage()
+    if trace := traceback_text(record):
+        message += "\n" + trace
+    fields = {
+        "MESSAGE": message,
+        "PRIORITY": str(priority(record.levelno)),
+        "SYSLOG_IDENTIFIER": SYSLOG_IDENTIFIER,
+        "LOGGER": record.name,
+        "EVENT": field_text(getattr(record, "event", DEFAULT_EVENT)),
+    }
+    if record.pathname:
+        fields["CODE_FILE"] = record.pathname
+        fields["CODE_LINE"] = str(record.lineno)
+        if record.funcName:
+            fields["CODE_FUNC"] = record.funcName
+    for key, value in context_fields(record).items():
+        fields[field_name(key)] = field_text(value)
+    return fields
+
+
+def utf8(text: str) -> bytes:
+    """Text as journald takes it: UTF-8, with what cannot be encoded (a lone surrogate of an
+    undecodable file name) escaped."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def encode_entry(fields: dict[str, str]) -> bytes:
+    """Fields in journald's native format: NAME=value lines, or for a value with a newline, the
+    name, a newline, the value's length as 64-bit little-endian, the value and a newline."""
+    parts = []
+    for name, value in fields.items():
+        data = utf8(value)
+        if b"\n" in data:
+            parts.append(b"%s\n%s%s\n" % (name.encode(), len(data).to_bytes(8, "little"), data))
+        else:
+            parts.append(b"%s=%s\n" % (name.encode(), data))
+    return b"".join(parts)
+
+
+class JournalSocket:
+    """journald's native protocol, spoken on its datagram socket: one datagram an entry, or a
+    sealed memfd for an entry too large for one. Sends block (journald is behind): only the
+    writer thread sends."""
+
+    def __init__(self, path: str = JOURNAL_SOCKET) -> None:
+        self.path = path
+        self.sock: socket.socket | None = self._connect()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def send(self, fields: dict[str, str]) -> None:
+        """Send one entry; OSError when journald cannot take it."""
+        entry = encode_entry(fields)
+        if self.sock is None:
+            self.sock = self._connect()
+        try:
+            self._send(self.sock, entry)
+        except ConnectionError:  # journald's socket was made anew: connect to the new one
+            self.close()
+            self.sock = self._connect()
+            self._send(self.sock, entry)
+
+    @staticmethod
+    def _send(sock: socket.socket, entry: bytes) -> None:
+        try:
+            sock.send(entry)
+        except OSError as exc:
+            if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
+                raise
+            JournalSocket._send_memfd(sock, entry)
+
+    @staticmethod
+    def _send_memfd(sock: socket.socket, entry: bytes) -> None:
+        fd = os.memfd_create("rrd-journal-entry", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            data = memoryview(entry)
+            while data:
+                data = data[os.write(fd, data) :]
+            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+            socket.send_fds(sock, [], [fd])
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class SystemdJournal:
+    """python3-systemd's `journal.sendv` (libsystemd's own client), when it is importable."""
+
+    def __init__(self, sendv: Callable[..., Any]) -> None:
+        self.sendv = sendv
+
+    def send(self, fields: dict[str, str]) -> None:
+        """Send one entry; OSError when journald cannot take it."""
+        self.sendv(*(name.encode() + b"=" + utf8(value) for name, value in fields.items()))
+
+    def close(self) -> None:
+        pass
+
+
+JournalSender = JournalSocket | SystemdJournal
+
+
+def open_journal(path: str = JOURNAL_SOCKET) -> JournalSender:
+    """A sender to the journal listening at `path`, which was reached; OSError when it cannot be.
+
+    python3-systemd when it is importable (imported only here: only when the journal is the
+    target), else rrd's own client of the native protocol.
+    """
+    probe = JournalSocket(path)
+    try:
+        from systemd import journal  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return probe
+    probe.close()
+    return SystemdJournal(journal.sendv)
+
+
+def stream_is_journal(fd: int | None, journal_stream: str | None) -> bool:
+    """Is `fd` the stream systemd connected to the journal? JOURNAL_STREAM holds its device and
+    inode as `DEV:INODE` (systemd.exec(5)); a stream rrd's caller redirected elsewhere differs."""
+    if fd is None or not journal_stream:
+        return False
+    device, _, inode = journal_stream.partition(":")
+    try:
+        status = os.fstat(fd)
+        return (status.st_dev, status.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError):
+        return False
+
+
+class PriorityPrefixed(logging.Formatter):
+    """Another formatter's text with each line prefixed by `<N>`, its syslog priority: journald's
+    stream reader takes the prefix off and sets PRIORITY from it (sd-daemon(3))."""
+
+    def __init__(self, lines: logging.Formatter) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.lines.format(record).split("\n"))
+
+
+def journal_target(
+    setting: str, stream: LogOutput, path: str = JOURNAL_SOCKET
+) -> tuple[JournalSender | None, bool, str | None]:
+    """`logs.journal` against where rrd runs: the journal sender to use (or None: write lines),
+    whether the output stream is the journal (then lines get `<N>` prefixes), and the warning
+    to log when `on` cannot be honoured."""
+    if setting == "off":
+        return None, False, None
+    if stream.stream is None:
+        if setting == "auto":
+            return None, False, None
+        unused = f"logs.journal is on, but logs.output is a file ({stream.output}): the journal"
+        return None, False, unused + " is not used"
+    on_journal = stream_is_journal(stream.fd, os.environ.get("JOURNAL_STREAM"))
+    if setting == "auto" and not on_journal:
+        return None, False, None
+    try:
+        return open_journal(path), on_journal, None
+    except OSError as exc:
+        if setting == "auto":
+            return None, on_journal, None
+        how = "with <N> priority prefixes " if on_journal else ""
+        return (
+            None,
+            on_journal,
+            f"logs.journal is on, but the journal cannot be reached at {path} "
+            f"({exc.strerror or exc}); writing lines to {stream.output} {how}instead",
+        )
+
+
 def tell_stderr(text: str) -> None:
     """A line about the log output itself, on stderr: the one place left to say it."""
     with contextlib.suppress(Exception):
@@ -303,7 +571,8 @@ class QueueingHandler(logging.Handler):
 
 
 class LogWriter:
-    """The thread that formats queued records and writes them to the log output.
+    """The thread that formats queued records and writes them to the log output, or sends them
+    to the journal when `journal` is given (then `stream` only gets this module's own notices).
 
     The output is no `logging.Handler`, so it is not in the list `logging.shutdown` flushes and
     closes at interpreter exit: that list holds only the QueueingHandler, whose flush and close
@@ -313,14 +582,21 @@ class LogWriter:
     _sentinel: None = None  # the wake-up item
 
     def __init__(
-        self, records: Queue[Any], dropped: Backlog, formatter: logging.Formatter, output: str
+        self,
+        records: Queue[Any],
+        dropped: Backlog,
+        formatter: logging.Formatter,
+        stream: LogOutput,
+        journal: JournalSender | None = None,
     ) -> None:
         self._thread: threading.Thread | None = None
         self.records = records
         self.dropped = dropped
         self.formatter = formatter
-        self.output = output
-        self.stream = open_output(output)
+        self.stream = stream
+        self.output = stream.output
+        self.journal = journal
+        self.label = "journal" if journal is not None else stream.output
         self._stopping = threading.Event()
         self._reopening = threading.Event()
         self._failure: OSError | None = None
@@ -356,17 +632,29 @@ class LogWriter:
     def handle(self, record: logging.LogRecord) -> None:
         """Format and write one record; a failing output costs the record, never the thread."""
         try:
-            text = self.formatter.format(record)
+            entry = self._render(record)
         except Exception:
             report_error()
             return
         try:
             if self._failure is not None:
-                self.stream.write_line(self.formatter.format(self._resumed()))
+                self._deliver(self._render(self._resumed()))
                 self._failure, self._lost = None, 0
-            self.stream.write_line(text)
+            self._deliver(entry)
         except OSError as exc:
             self._write_failed(exc)
+
+    def _render(self, record: logging.LogRecord) -> str | dict[str, str]:
+        """A line for the output, or the fields of a journal entry."""
+        if self.journal is not None:
+            return journal_fields(record)
+        return self.formatter.format(record)
+
+    def _deliver(self, entry: str | dict[str, str]) -> None:
+        if isinstance(entry, str):
+            self.stream.write_line(entry)
+        elif self.journal is not None:
+            self.journal.send(entry)
 
     def _write_failed(self, error: OSError) -> None:
         """Count the record lost; the first of a run of failures is said once, on stderr."""
@@ -376,14 +664,14 @@ class LogWriter:
         self._failure = error
         reason = error.strerror or str(error)
         message = (
-            f"cannot write to the log output {self.output}: {reason}; rrd goes on and counts "
+            f"cannot write to the log output {self.label}: {reason}; rrd goes on and counts "
             "the records it cannot write until the output works again"
         )
         notice = writer_record(
             logging.ERROR,
             "log.write_failed",
             message,
-            output=self.output,
+            output=self.label,
             error=reason,
             errno=errno.errorcode.get(error.errno or 0, str(error.errno)),
         )
@@ -396,7 +684,7 @@ class LogWriter:
             "log.write_resumed",
             f"the log output works again; {self._lost} log records were lost while it failed"
             f" ({reason})",
-            output=self.output,
+            output=self.label,
             count=self._lost,
         )
 
@@ -415,6 +703,8 @@ class LogWriter:
                 self.dropped.release(record_size(record))
                 self.handle(record)
         self.stream.close()
+        if self.journal is not None:
+            self.journal.close()
 
     def _caught_up(self) -> None:
         """The queue is empty: say what was dropped."""
@@ -458,17 +748,30 @@ def report_error() -> None:
 _pipeline: tuple[QueueingHandler, LogWriter] | None = None
 
 
-def configure(mode: str = "production", level: str = "info", output: str = "stderr") -> None:
+def configure(
+    mode: str = "production",
+    level: str = "info",
+    output: str = "stderr",
+    journal: str = "auto",
+    *,
+    journal_socket: str = JOURNAL_SOCKET,
+) -> str:
     """Route every `rrd` record (and anything else that logs) through one queue to one writer.
 
+    `journal` is `logs.journal` (auto, on, off); `journal_socket` where journald listens. Says
+    where the records go: "python3-systemd" or "journal-socket" (journal entries), or
+    "priority-prefix" (lines, each with its `<N>`) or "lines" (the output as it is).
     A second call stops the previous writer (within shutdown's timeout) and replaces it.
     """
     global _pipeline
     shutdown()
     records: Queue[Any] = Queue(QUEUE_SIZE)
     dropped = Backlog()
-    formatter = HumanFormatter() if mode == "development" else JsonLineFormatter()
-    writer = LogWriter(records, dropped, formatter, output)
+    lines: logging.Formatter = HumanFormatter() if mode == "development" else JsonLineFormatter()
+    stream = open_output(output)
+    sender, on_journal, warning = journal_target(journal, stream, journal_socket)
+    formatter = PriorityPrefixed(lines) if on_journal else lines
+    writer = LogWriter(records, dropped, formatter, stream, sender)
     handler = QueueingHandler(records, dropped)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -479,6 +782,15 @@ def configure(mode: str = "production", level: str = "info", output: str = "stde
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     writer.start()
     _pipeline = handler, writer
+    if warning is not None:
+        logging.getLogger(__name__).warning(
+            warning, extra={"event": "log.journal_unavailable", "output": output}
+        )
+    if isinstance(sender, SystemdJournal):
+        return "python3-systemd"
+    if sender is not None:
+        return "journal-socket"
+    return "priority-prefix" if on_journal else "lines"
 
 
 def set_level(name: str) -> None:

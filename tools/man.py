@@ -687,8 +687,17 @@ _RELOAD_TABLE: Final = (
         ("logs.level", "ticker.interval", "ticker.exec_timeout", "ticker.overlap"),
         f"(a new {bold('ticker.interval')} re-times the ticker from now; tick numbers go on),"
         " a plugin's other keys, and a pool's timeouts, limits, health checks, restart policy,"
-        f" {bold('max_jobs')}, sizes and {bold('debug')}.",
-        ("ticker.pool.allocate_timeout", "ticker.pool.supervisor.ttl", "ticker.pool.max_jobs"),
+        f" {bold('max_jobs')}, sizes and {bold('debug')}. The {bold('status')} and"
+        f" {bold('metrics')} sections added, removed or moved start, stop or move their"
+        " listener (the new address is bound before the old one is let go; one rrd cannot"
+        " bind is logged, and the listeners stay as they were).",
+        (
+            "ticker.pool.allocate_timeout",
+            "ticker.pool.supervisor.ttl",
+            "ticker.pool.max_jobs",
+            "status.address",
+            "metrics.address",
+        ),
     ),
     (
         Action.SCALE,

@@ -33,10 +33,12 @@ from typing import Any, Final
 from rrd.config.schema import (
     Config,
     LogsConfig,
+    MetricsConfig,
     PoolConfig,
     RpcConfig,
     ServerConfig,
     Shape,
+    StatusConfig,
     field_specs,
 )
 from rrd.config.tree import join, printable
@@ -236,6 +238,7 @@ def _plugin_field(name: str, shape: Shape) -> Action | _Rule:
 _SERVER: Final = _Rule(Action.RESTART, _server_field)
 _LOGS: Final = _Rule(Action.RESTART, _logs_field)
 _RPC: Final = _constant(Action.RESTART)
+_HTTP: Final = _constant(Action.APPLY)  # status and metrics: their listeners follow at once
 _POOL: Final = _Rule(Action.RESTART, _pool_field)  # an optional pool that comes or goes
 _PLUGIN: Final = _Rule(Action.APPLY, _plugin_field)  # a plugin's own block below its section
 _PLUGIN_SECTION: Final = _Rule(Action.PLUGIN, _plugin_field)  # the section itself
@@ -255,6 +258,8 @@ def diff(old: Config, new: Config) -> ReloadPlan:
     _section(old.server, new.server, ServerConfig, "server", _SERVER, out)
     _section(old.logs, new.logs, LogsConfig, "logs", _LOGS, out)
     _section(old.rpc, new.rpc, RpcConfig, "rpc", _RPC, out)
+    _section(old.status, new.status, StatusConfig, "status", _HTTP, out)
+    _section(old.metrics, new.metrics, MetricsConfig, "metrics", _HTTP, out)
     pools = []
     for name in sorted({*old.sections, *new.sections}):  # the loader's order: by name
         before, after = old.sections.get(name), new.sections.get(name)

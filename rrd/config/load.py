@@ -29,9 +29,11 @@ from rrd.config.convert import Converter, expand_env, suggest
 from rrd.config.schema import (
     Config,
     LogsConfig,
+    MetricsConfig,
     RpcConfig,
     ServerConfig,
     Shape,
+    StatusConfig,
     field_specs,
 )
 from rrd.config.tree import FILE, OVERRIDE, Entry, Node, parse_yaml, printable, quote
@@ -46,6 +48,8 @@ CORE_SECTIONS: Final[dict[str, type]] = {
     "server": ServerConfig,
     "logs": LogsConfig,
     "rpc": RpcConfig,
+    "status": StatusConfig,
+    "metrics": MetricsConfig,
 }
 SUPPORTED_VERSIONS: Final = ("3", "2.7")
 
@@ -97,6 +101,8 @@ def load_config(
         server=converted.pop("server", None) or ServerConfig(),
         logs=converted.pop("logs", None) or LogsConfig(),
         rpc=converted.pop("rpc", None),
+        status=converted.pop("status", None),
+        metrics=converted.pop("metrics", None),
         sections=converted,
         dotenv=from_dotenv,
         warnings=(*warnings, *converter.warnings),

@@ -57,12 +57,14 @@ __all__ = [
     "LimitsConfig",
     "LogChannelConfig",
     "LogsConfig",
+    "MetricsConfig",
     "OnInitConfig",
     "PoolConfig",
     "RestartConfig",
     "RpcConfig",
     "ServerConfig",
     "Shape",
+    "StatusConfig",
     "field_specs",
     "setting",
     "shape_of",
@@ -586,6 +588,13 @@ class LogsConfig:
         "Where the log goes: stderr, stdout, or a file path (appended to).",
         nonempty=True,
     )
+    journal: Literal["auto", "on", "off"] = setting(
+        "auto",
+        "Send each record to systemd's journal as an entry with PRIORITY and fields (EVENT, "
+        "PLUGIN, WORKER_PID...): auto when logs.output is the stream systemd gave to the "
+        "journal (JOURNAL_STREAM), on whenever the journal can be reached (else as auto, with "
+        "a warning), off never. A file output never goes to the journal.",
+    )
     encoding: Literal["console", "json"] | None = setting(
         None,
         "RoadRunner's log encoding.",
@@ -691,6 +700,55 @@ class RpcConfig:
                 )
 
 
+def _check_http_address(value: str) -> None:
+    """HOST:PORT as RoadRunner writes a listen address: `127.0.0.1:2112`, `:2112`, `[::1]:2112`."""
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:2114, got {value!r}")
+    if host.startswith("[") != host.endswith("]") or any(c in host for c in "/ "):
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:2114, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """RoadRunner's status plugin: `GET /health` and `GET /ready` for probes (Kubernetes,
+    load balancers, systemd's ExecStartPost), answered from the pools' state.
+
+    `/health?plugin=NAME` (repeatable; none = every pool) answers 200 when each pool has a
+    worker ready or working; `/ready` only when each has an idle worker, so it fails under
+    saturation and, during a graceful stop, at once. The body is RoadRunner's JSON list of
+    `{"plugin_name", "error_message", "status_code"}`.
+    """
+
+    address: str = setting(
+        REQUIRED,
+        "Where to listen: HOST:PORT (`:2114` for every interface).",
+        check=_check_http_address,
+    )
+    unavailable_status_code: int = setting(
+        503, "The HTTP status of a failed probe.", minimum=400, maximum=599
+    )
+    check_timeout: int = setting(
+        60,
+        "RoadRunner's limit, in seconds, on asking a plugin for its state.",
+        minimum=0,
+        ignored="rrd reads the pools' state in memory and answers at once",
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """RoadRunner's metrics plugin: `GET /metrics` in Prometheus' text format, with
+    RoadRunner's per-pool names (`rr_<plugin>_workers_ready`...) and rrd's own (`rrd_*`:
+    restarts by reason, every tick's outcome, exec duration and tick lateness histograms)."""
+
+    address: str = setting(
+        "127.0.0.1:2112",
+        "Where to listen: HOST:PORT (`:2112` for every interface).",
+        check=_check_http_address,
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole config file, read and checked.
@@ -706,6 +764,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     rpc: RpcConfig | None = None
+    status: StatusConfig | None = None
+    metrics: MetricsConfig | None = None
     sections: Mapping[str, Any] = field(default_factory=dict)
     dotenv: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()

@@ -1,12 +1,14 @@
 """The plugin contract, RoadRunner's in Python: name, weight, config class, init, serve, stop.
 
-Room: plugins. Imports server, pool, worker, clock, config and errors; never the daemon core.
+Room: plugins. Imports server, pool, worker, stats, clock, config and errors; never the daemon
+core.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -14,6 +16,7 @@ from rrd.clock import Clock, SystemClock
 from rrd.config import Config, ReloadPlan
 from rrd.pool import CrashHandler
 from rrd.server import Server
+from rrd.stats import Histogram
 from rrd.worker import WorkerInfo
 
 log = logging.getLogger("rrd.plugins")
@@ -106,3 +109,11 @@ class Reporter(Protocol):
     """A plugin that tells its state for `rrd status` and STATUS= (JSON-ready)."""
 
     def status(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Measured(Protocol):
+    """A plugin that records histograms for /metrics, by name (`exec_duration_seconds`,
+    `tick_lateness_seconds`); empty until it serves."""
+
+    def histograms(self) -> Mapping[str, Histogram]: ...

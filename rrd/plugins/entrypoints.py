@@ -44,3 +44,13 @@ def skip_openssl() -> None:
     """
     if "ssl" not in sys.modules and not declared_anywhere():
         sys.modules["ssl"] = None  # type: ignore[assignment]  # makes `import ssl` fail
+
+
+def allow_openssl() -> None:
+    """Undo `skip_openssl`, so that a real `import ssl` works again.
+
+    For what needs it after start: prometheus_client imports `ssl` at its top (for its push
+    and TLS server paths, which rrd does not use), so /metrics costs OpenSSL's RSS.
+    """
+    if "ssl" in sys.modules and sys.modules["ssl"] is None:
+        del sys.modules["ssl"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from rrd.plugins.base import Disabled, Plugin, PluginContext
 from rrd.plugins.ledger import TickLedger
 from rrd.pool import Pool, Reply
 from rrd.protocol.control import Payload
+from rrd.stats import LATENESS_SECONDS, Histogram
 from rrd.worker import WorkerInfo
 
 log = logging.getLogger("rrd.ticker")
@@ -107,6 +108,8 @@ class Ticker:
         self.overlap = overlap
         self.max_parallel = max(1, max_parallel)
         self.ledger = TickLedger()
+        self.lateness_seconds = Histogram(LATENESS_SECONDS)
+        """How long after its due moment each tick sent was handed to the pool."""
         self.last_tick = 0
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -130,13 +133,13 @@ class Ticker:
                         "plugin": "ticker",
                     },
                 )
-            self.fire(due_index)
+            self.fire(due_index, start + due_index * self.interval)
             due_index += 1
 
-    def fire(self, due_index: int = 0) -> None:
-        """Send the tick due at `start + due_index * interval` now, unless the overlap policy
-        says to skip it. The body counts ticks sent, as RoadRunner's does; the context's `k`
-        is the due index, so a worker sees a skip as a gap in k."""
+    def fire(self, due_index: int = 0, due: float | None = None) -> None:
+        """Send the tick due at `start + due_index * interval` (the moment `due`) now, unless
+        the overlap policy says to skip it. The body counts ticks sent, as RoadRunner's does;
+        the context's `k` is the due index, so a worker sees a skip as a gap in k."""
         limit = 1 if self.overlap == "skip" else self.max_parallel
         if len(self._in_flight) >= limit:
             self.ledger.skip("busy")
@@ -157,7 +160,7 @@ class Ticker:
             context=b'{"lastTick": %d, "k": %d}' % (self.last_tick, due_index),
         )
         self.last_tick = int(self.clock.wall())
-        task = asyncio.create_task(self._exec(tick, payload), name=f"tick-{tick}")
+        task = asyncio.create_task(self._exec(tick, payload, due), name=f"tick-{tick}")
         self._in_flight.add(task)
         task.add_done_callback(self._tick_done)
 
@@ -167,8 +170,10 @@ class Ticker:
         if task.cancelled():
             self.ledger.fail("cancelled")
 
-    async def _exec(self, tick: int, payload: Payload) -> None:
+    async def _exec(self, tick: int, payload: Payload, due: float | None = None) -> None:
         began = self.clock.monotonic()
+        if due is not None:
+            self.lateness_seconds.observe(began - due if began > due else 0.0)
         try:
             reply = await self.exec_payload(payload)
         except Exception as exc:  # every tick is accounted for, even one that met a bug
@@ -328,3 +333,12 @@ class TickerPlugin(Plugin):
 
     def workers(self) -> list[WorkerInfo]:
         return self.pool.workers() if self.pool is not None else []
+
+    def histograms(self) -> Mapping[str, Histogram]:
+        """The pool's exec durations and the ticks' lateness, for /metrics."""
+        if self.pool is None or self.ticker is None:
+            return {}
+        return {
+            "exec_duration_seconds": self.pool.exec_seconds,
+            "tick_lateness_seconds": self.ticker.lateness_seconds,
+        }

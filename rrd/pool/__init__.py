@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from rrd.clock import Clock
 from rrd.config import PoolConfig
-from rrd.errors import PoolClosed, WorkerError
+from rrd.errors import PoolClosed, SoftJobError, WorkerError
 from rrd.fsm import ExitReason
 from rrd.pool.free import FreeQueue
 from rrd.pool.keeper import CrashHandler, Keeper, PoolFatal, PoolState, PoolStatus
 from rrd.proc import ProcessRegistry, available_cpus
 from rrd.protocol.control import Payload, is_retire_reply
+from rrd.stats import EXEC_SECONDS, Histogram
 from rrd.worker import WorkerInfo, WorkerSpec
 
 __all__ = [
@@ -79,6 +80,9 @@ class Pool:
             on_crash=on_crash,
             clock=clock,
         )
+        self.exec_seconds = Histogram(EXEC_SECONDS)
+        """How long workers took over each payload they answered (soft errors too), from the
+        moment one was handed a payload; the wait for a free worker is not in it."""
 
     @property
     def size(self) -> int:
@@ -127,10 +131,16 @@ class Pool:
         for _attempt in range(self.size + 1):
             worker = await self.free.acquire()
             retire: ExitReason | None = None
+            began = time.monotonic()
             try:
                 reply = await worker.exec(payload, timeout)
                 if is_retire_reply(reply):
                     retire = ExitReason.STOP_REQUESTED
+                else:
+                    self.exec_seconds.observe(time.monotonic() - began)
+            except SoftJobError:
+                self.exec_seconds.observe(time.monotonic() - began)
+                raise
             finally:
                 self.keeper.job_done(worker, retire)
             if retire is None:

@@ -1,7 +1,9 @@
 """The checks of the systemd stage: rrd.service under a real systemd, driven from the host.
 
-Run by tests/systemd/run.sh once the container has booted and rrd is installed in it; stdlib
-only, run by the host's Python. Every command runs inside the container through
+Run by tests/systemd/run.sh once the container has booted and rrd is installed in it (with
+python3-systemd visible to it, as Debian's package gives it); stdlib only, run by the host's
+Python. rrd's log reaches the journal as entries with fields (EVENT, PLUGIN, WORKER_PID...), which
+the checks read rather than parsing lines. Every command runs inside the container through
 `nsenter -t LEADER -a`, with a clean environment and a timeout. Each check prints `PASS name`
 or `FAIL name: why`; a failed check never stops the next one. The counts go to --counts.
 """
@@ -151,6 +153,10 @@ class Container:
         out = self.ok(*argv, timeout=60)
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def events(self, name: str, after: str = "") -> list[dict[str, Any]]:
+        """rrd's journal entries of one event, since the cursor."""
+        return [e for e in self.journal(after) if e.get("EVENT") == name]
+
     def systemd_says(self, after: str) -> list[str]:
         """What PID 1 logged about the unit since the cursor."""
         return [text(e.get("MESSAGE")) for e in self.journal(after) if e.get("_PID") == "1"]
@@ -269,12 +275,8 @@ class Stage:
         wait_until(
             f"the replaced workers {sorted(before)} to exit", lambda: not self.box.alive(before), 15
         )
-        done = [
-            json.loads(text(e["MESSAGE"]))
-            for e in self.box.journal(cursor)
-            if '"pool.reset_done"' in text(e.get("MESSAGE"))
-        ]
-        reset = f", rrd's reset took {done[-1]['duration_ms']:g}ms" if done else ""
+        done = self.box.events("pool.reset_done", cursor)
+        reset = f", rrd's reset took {float(done[-1]['DURATION_MS']):g}ms" if done else ""
         return f"returned in {took:.2f}s{reset}; workers {sorted(before)} -> {sorted(after)}"
 
     # 3
@@ -305,20 +307,18 @@ class Stage:
         assert interval
         if self.main_pid() != pid:
             raise Failed("rrd restarted instead of reloading")
-        records = [
-            json.loads(text(e["MESSAGE"]))
-            for e in self.box.journal(cursor)
-            if '"config.reloaded"' in text(e.get("MESSAGE"))
-        ]
+        records = self.box.events("config.reloaded", cursor)
         reloaded = [
             r
             for r in records
-            if r.get("source") == "file" and any("ticker.interval" in c for c in r["changes"])
+            if r.get("SOURCE") == "file"
+            and any("ticker.interval" in c for c in json.loads(r.get("CHANGES", "[]")))
         ]
         if not reloaded:
-            raise Failed(f"no config.reloaded line for the saved file; rrd logged: {records}")
+            raise Failed(f"no config.reloaded entry for the saved file; rrd logged: {records}")
         polled = "seen by polling too" if "reload-notify" in seen else "too brief for polling"
-        return f"running -> reload-notify -> running (PID 1's log; {polled}); {reloaded[-1]['msg']}"
+        said = text(reloaded[-1]["MESSAGE"])
+        return f"running -> reload-notify -> running (PID 1's log; {polled}); {said}"
 
     # 4
     def broken_config(self) -> str:
@@ -440,23 +440,25 @@ class Stage:
         return f"stopped in {took:.2f}s; its {len(procs)} processes (rrd {pid} and below) are gone"
 
     # 7
-    def journal_json(self) -> str:
+    def journal_entries(self) -> str:
         entries = self.box.journal()
         ours = [e for e in entries if e.get("_PID") and int(e["_PID"]) in self.main_pids]
         if not ours:
-            raise Failed(f"no journal line from rrd (pids {sorted(self.main_pids)})")
+            raise Failed(f"no journal entry from rrd (pids {sorted(self.main_pids)})")
         events: dict[str, int] = {}
         for entry in ours:
             message = text(entry.get("MESSAGE"))
-            try:
-                record = json.loads(message)
-            except ValueError:
+            if entry.get("_TRANSPORT") != "journal":
                 raise Failed(
-                    f"rrd {entry['_PID']} wrote a line that is not JSON: {message[:300]!r}"
-                ) from None
-            if not isinstance(record, dict) or not {"ts", "level", "event"} <= record.keys():
-                raise Failed(f"a line lacks ts, level or event: {message[:300]!r}")
-            events[record["event"]] = events.get(record["event"], 0) + 1
+                    f"rrd {entry['_PID']} wrote to its {entry.get('_TRANSPORT')} stream rather "
+                    f"than sending an entry: {message[:300]!r}"
+                )
+            missing = {"PRIORITY", "EVENT", "LOGGER"} - entry.keys()
+            if missing or entry.get("SYSLOG_IDENTIFIER") != "rrd":
+                raise Failed(f"an entry lacks {sorted(missing)} or SYSLOG_IDENTIFIER=rrd: {entry}")
+            if message.startswith("{"):
+                raise Failed(f"MESSAGE is a JSON line, not the message: {message[:300]!r}")
+            events[entry["EVENT"]] = events.get(entry["EVENT"], 0) + 1
         strangers = {
             e.get("_PID")
             for e in entries
@@ -464,7 +466,92 @@ class Stage:
         }
         if strangers:
             raise Failed(f"journal lines from processes that are not rrd: pids {sorted(strangers)}")
-        return f"{len(ours)} lines from rrd pids {sorted(self.main_pids)}, {len(events)} events"
+        return f"{len(ours)} entries from rrd pids {sorted(self.main_pids)}, {len(events)} events"
+
+    # 11
+    def worker_crash_entry(self) -> str:
+        pid = self.main_pid()
+        maps = self.box.ok("cat", f"/proc/{pid}/maps")
+        if "/systemd/_journal." not in maps:
+            raise Failed(f"rrd {pid} has not loaded python3-systemd's _journal module")
+        victim = min(self.box.workers())
+        cursor = self.box.cursor()
+        self.box.kill("KILL", victim)
+        match = ("-p", "warning", "PLUGIN=ticker", f"WORKER_PID={victim}")
+
+        def crash() -> list[dict[str, Any]]:
+            out = self.box.ok(
+                "journalctl", "-u", UNIT, *match, "-o", "json", "--no-pager",
+                f"--after-cursor={cursor}",
+            )  # fmt: skip
+            found = [json.loads(line) for line in out.splitlines() if line.strip()]
+            return [e for e in found if e.get("EVENT") == "worker.exited"]
+
+        (entry, *_) = wait_until(f"`journalctl -u {UNIT} {' '.join(match)}`", crash, 15)
+        expected = {
+            "SYSLOG_IDENTIFIER": "rrd",
+            "PLUGIN": "ticker",
+            "WORKER_PID": str(victim),
+            "REASON": "crashed",
+            "_PID": str(pid),
+            "_TRANSPORT": "journal",
+        }
+        wrong = {k: entry.get(k) for k, v in expected.items() if entry.get(k) != v}
+        if wrong or int(entry["PRIORITY"]) > 4:
+            raise Failed(f"expected {expected} and PRIORITY <= 4, the entry has {wrong}: {entry}")
+        wait_until("2 workers again", lambda: self.serving(), 20, every=0.2)
+        return (
+            f"python3-systemd; `journalctl {' '.join(match)}`: {text(entry['MESSAGE'])!r}, "
+            f"PRIORITY={entry['PRIORITY']}, EVENT={entry['EVENT']}, "
+            f"EXIT_CODE={entry.get('EXIT_CODE')}"
+        )
+
+    # 12
+    def journal_without_python3_systemd(self) -> str:
+        """rrd's two other ways to the journal, under a real journald: its own client of the
+        native protocol (python3-systemd hidden), and `<N>` lines (the socket out of reach)."""
+        script = (
+            "import logging, sys\n"
+            "if sys.argv[1] == 'native':\n"
+            "    sys.modules['systemd'] = None\n"
+            "from rrd import logging as rrd_logging\n"
+            "print(rrd_logging.configure(journal_socket=sys.argv[2]), flush=True)\n"
+            "logging.getLogger('rrd.check').warning('a %s entry', sys.argv[1],\n"
+            "    extra={'event': 'check.journal', 'plugin': 'ticker', 'worker_pid': 1})\n"
+            "assert rrd_logging.shutdown()\n"
+        )
+        seen = []
+        for kind, path in (("native", "/run/systemd/journal/socket"), ("prefix", "/run/none")):
+            unit = f"rrd-check-{kind}-{time.monotonic_ns()}.service"
+            self.box.ok(
+                "systemd-run", f"--unit={unit}", "--wait", "--quiet",
+                "/opt/rrd/bin/python3", "-c", script, kind, path, timeout=60,
+            )  # fmt: skip
+
+            def logged(unit: str = unit) -> list[dict[str, Any]]:
+                """The script's entries (PID 1's name the unit by its command line)."""
+                entries = [e for e in self.box.journal(unit=unit) if e.get("_PID") != "1"]
+                return entries if len(entries) >= 2 else []
+
+            entries = wait_until(f"the journal entries of {unit}", logged, 10)
+            said = [text(e.get("MESSAGE")) for e in entries]
+            target = "journal-socket" if kind == "native" else "priority-prefix"
+            if target not in said:
+                raise Failed(f"{unit}: expected rrd to choose {target}; it said {said}")
+            entry = next(
+                e
+                for e in entries
+                if e.get("EVENT") == "check.journal" or "check.journal" in text(e.get("MESSAGE"))
+            )
+            if kind == "native":
+                good = entry.get("_TRANSPORT") == "journal" and entry.get("PLUGIN") == "ticker"
+            else:
+                record = json.loads(text(entry["MESSAGE"]))
+                good = entry.get("_TRANSPORT") == "stdout" and record["plugin"] == "ticker"
+            if not good or entry.get("PRIORITY") != "4":
+                raise Failed(f"{unit}: expected PRIORITY=4 and the plugin, got {entry}")
+            seen.append(f"{target}: {entry['_TRANSPORT']}, PRIORITY={entry['PRIORITY']}")
+        return "; ".join(seen)
 
     # 10
     def bad_config_at_start(self) -> str:
@@ -540,12 +627,14 @@ def main() -> int:
     stage.check("2 reload-replaces-workers", stage.reload)
     stage.check("3 atomic-save-reload-notify", stage.file_reload)
     stage.check("4 broken-config-rejected", stage.broken_config)
+    stage.check("11 worker-crash-journal-entry", stage.worker_crash_entry)
     stage.check("5 watchdog-restart", stage.watchdog)
     stage.check("6 kill9-leaves-nothing", stage.kill9)
     stage.check("8 stop-success", stage.stop)
-    stage.check("7 journal-json", stage.journal_json)
+    stage.check("7 journal-entries", stage.journal_entries)
     stage.check("9 lint-units", stage.lint)
     stage.check("10 bad-config-at-start", stage.bad_config_at_start)
+    stage.check("12 journal-without-python3-systemd", stage.journal_without_python3_systemd)
     with open(args.counts, "w") as counts:
         counts.write(f"{stage.passed} {stage.failed}\n")
     return 1 if stage.failed else 0

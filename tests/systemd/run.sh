@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # rrd under a real systemd (`make test-systemd`): contrib/systemd/rrd.service in a Debian 13
 # root (systemd 257) booted with systemd-nspawn, rrd installed in it from a wheel of this
-# checkout, and the checks of tests/systemd/checks.py driven from here through nsenter.
+# checkout (in a venv that sees Debian's python3-systemd, so that rrd logs through it as a
+# Debian user's rrd does), and the checks of tests/systemd/checks.py driven from here through
+# nsenter.
 #
 # Needs root; installs debootstrap and systemd-container with apt-get when they are missing.
 # The Debian root is cached in /var/tmp/rrd-systemd-root-<hash of its package list> (and the
@@ -9,7 +11,8 @@
 # broken cache is rebuilt. Each run boots a throwaway overlay of the cached root (or a copy
 # where overlayfs does not work), removed at the end whatever happens.
 # Prints `N passed, N failed` last; exits non-zero if any check failed. On a failure it shows
-# the end of the unit's journal; RRD_SYSTEMD_JOURNAL=FILE keeps the whole of it.
+# the end of the unit's journal; RRD_SYSTEMD_JOURNAL=FILE keeps the whole of it (every field of
+# every entry: journalctl -o verbose).
 set -uo pipefail
 exec 3>&1 4>&2 # the traps write here: a signal may come while a step's output is redirected
 
@@ -24,7 +27,7 @@ fi
 
 SUITE=trixie
 MIRROR=${RRD_SYSTEMD_MIRROR:-http://deb.debian.org/debian}
-INCLUDE=systemd,systemd-sysv,dbus,python3,python3-venv,util-linux,ca-certificates
+INCLUDE=systemd,systemd-sysv,dbus,python3,python3-venv,python3-systemd,util-linux,ca-certificates
 KEY=$(printf '%s minbase %s' "$SUITE" "$INCLUDE" | sha256sum | cut -c1-12)
 CACHE=/var/tmp/rrd-systemd-root-$KEY
 CLEAN_ENV=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 SYSTEMD_PAGER=)
@@ -101,7 +104,7 @@ finish() {
                 inside 30 journalctl -u rrd.service -o short-precise -n 40 --no-pager | cut -c1-400
             fi
             if [ -n "${RRD_SYSTEMD_JOURNAL:-}" ]; then
-                inside 30 journalctl -u rrd.service -o short-precise --no-pager >"$RRD_SYSTEMD_JOURNAL"
+                inside 30 journalctl -u rrd.service -o verbose --no-pager >"$RRD_SYSTEMD_JOURNAL"
                 say "the unit's journal is in $RRD_SYSTEMD_JOURNAL"
             fi
             inside 20 systemctl poweroff >/dev/null 2>&1
@@ -319,7 +322,7 @@ esac
 say "booted $(inside 10 systemctl --version | head -1) in $((($(date +%s%N) - t0) / 1000000))ms"
 
 install_rrd() {
-    inside 180 sh -c 'rm -rf /opt/rrd && python3 -m venv /opt/rrd &&
+    inside 180 sh -c 'rm -rf /opt/rrd && python3 -m venv --system-site-packages /opt/rrd &&
         /opt/rrd/bin/pip install --quiet --disable-pip-version-check --no-index \
             --find-links /var/tmp/rrd-wheels rrd &&
         ln -sf /opt/rrd/bin/rrd /usr/bin/rrd && rrd --version && systemctl daemon-reload' \

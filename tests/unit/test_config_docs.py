@@ -12,11 +12,13 @@ from rrd.config import (
     REQUIRED,
     Duration,
     LogsConfig,
+    MetricsConfig,
     PoolConfig,
     RpcConfig,
     ServerConfig,
     SettingDoc,
     Size,
+    StatusConfig,
     iter_settings,
     render_docs,
     setting,
@@ -64,6 +66,8 @@ def test_every_field_appears_once_in_order() -> None:
         ("server", ServerConfig),
         ("logs", LogsConfig),
         ("rpc", RpcConfig),
+        ("status", StatusConfig),
+        ("metrics", MetricsConfig),
         ("alpha", AlphaConfig),
         ("zeta", DemoConfig),
     ]:
@@ -149,7 +153,8 @@ def test_render_docs_wraps_every_cell_in_its_column() -> None:
         if line.startswith(" "):
             assert line[:type_at].strip() == ""
         # No cell runs into the next column, but for a default too long to break.
-        for at in (type_at, help_at if not line.startswith("rpc.listen ") else None):
+        too_long = ("rpc.listen ", "metrics.address ")
+        for at in (type_at, help_at if not line.startswith(too_long) else None):
             if at is not None and len(line) > at:
                 assert line[at - 2 : at] == "  ", line
     row = lines.index(next(line for line in lines if line.startswith("logs.level ")))

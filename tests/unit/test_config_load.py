@@ -92,7 +92,8 @@ INVALID: list[tuple[str, str, dict[str, Any], str | None, int | None, str]] = [
         {},
         "http",
         2,
-        "unknown section 'http'; expected one of: demo, logs, range, rpc, server, version",
+        "unknown section 'http'; expected one of: demo, logs, metrics, range, rpc, server, status, "
+        "version",
     ),
     (
         "unknown-nested-key",
@@ -117,7 +118,7 @@ INVALID: list[tuple[str, str, dict[str, Any], str | None, int | None, str]] = [
         "logs.zzz",
         3,
         "unknown key; expected one of: channels, encoding, err_output, file_logger_options, "
-        "level, line_ending, mode, output",
+        "journal, level, line_ending, mode, output",
     ),
     (
         "unknown-supervisor-key",

@@ -31,11 +31,14 @@ HEAVY = (
     "psutil",
     "_hashlib",  # OpenSSL's libcrypto, 2 MiB
     "watchdog",  # only when watching
+    "systemd",  # python3-systemd: only when the journal is the log's target
     "fractions",  # and decimal: config units are exact on integers, 0.5 MiB
     "decimal",
     "logging.handlers",  # and pickle: rrd's log queue handler is its own, 0.5 MiB
     "pickle",
     "difflib",  # only when a config word is wrong (click still imports it for -c)
+    "h11",  # and prometheus_client: only with a `status:` or `metrics:` section
+    "prometheus_client",
 )
 
 
@@ -88,6 +91,21 @@ def test_serve_skips_openssl_unless_a_plugin_could_need_it(tmp_path: Path) -> No
         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
     )
     assert with_plugin.stdout.strip() == "False", with_plugin.stderr
+
+
+def test_allow_openssl_undoes_the_block_for_prometheus_client() -> None:
+    code = (
+        "import sys; from rrd.plugins import entrypoints as e; e.skip_openssl(); "
+        "blocked = sys.modules.get('ssl', 0) is None\n"
+        "try:\n import ssl\nexcept ImportError:\n refused = True\n"
+        "else:\n refused = False\n"
+        "e.allow_openssl(); e.allow_openssl(); import prometheus_client.exposition; import ssl; "
+        "print(blocked, refused, ssl.OPENSSL_VERSION.startswith('OpenSSL'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.stdout.split() == ["True", "True", "True"], result.stderr
 
 
 WORKER_HEAVY = ("json", "re", "typing", "dataclasses", "inspect", "socket")
