@@ -6,9 +6,12 @@ rewrites, scales, resets and pokes it; then rrd must be whole. Run by hand (`mak
 The workers (tests/workers/chaos.py) crash, hang past exec_timeout, write garbage, fail softly,
 ask to be retired, leak memory and start children, at random. The driver sends SIGHUPs, saves
 the config (valid with another interval or size, broken, without the ticker section and back),
-runs `rrd scale` and `rrd reset`, and opens hostile control connections (garbage, half a frame,
-a 4 GiB header, nothing, one byte a second). At the end it checks that rrd never died (exit 0 on
-SIGTERM, no `daemon.crashed`, no traceback, every line JSON), that every ledger read balanced,
+runs `rrd scale` and `rrd reset`, opens hostile control connections (garbage, half a frame,
+a 4 GiB header, nothing, one byte a second), probes /health and /ready and scrapes /metrics as a
+kubelet and Prometheus would, beside hostile HTTP clients (garbage, a head that never ends).
+At the end it checks that rrd never died (exit 0 on
+SIGTERM, no `daemon.crashed`, no traceback, every line JSON), that every probe and scrape was
+answered and well formed, that every ledger read balanced,
 that rrd's RSS grew < 5 MiB and its fds are back to the count after warm-up, that the pool has
 its configured size, and that nothing is left after the stop; prints the figures; exits 1 when
 a check failed. tests/system/test_soak.py runs the same for 30 seconds.
@@ -17,6 +20,7 @@ a check failed. tests/system/test_soak.py runs the same for 30 seconds.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
@@ -56,6 +60,10 @@ server:
     CHAOS_CALM: "{calm}"
 logs:
   level: info
+status:
+  address: 127.0.0.1:{http_port}
+metrics:
+  address: 127.0.0.1:{http_port}
 """
 TICKER = """ticker:
   interval: {interval}
@@ -162,6 +170,37 @@ def balanced(ticks: dict[str, Any]) -> bool:
 # Hostile control connections: goridge frames, made by hand so that they can be wrong.
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """One GET on a connection of its own; OSError when it is not answered within 5 s."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        connection.close()
+
+
+def scraped(body: bytes) -> dict[str, float]:
+    """The unlabelled samples of a Prometheus text body; ValueError when it does not parse."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        s.name: float(s.value)
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if not s.labels
+    }
+
+
 def frame(payload: bytes, options: tuple[int, ...] = (), *, length: int | None = None) -> bytes:
     """A goridge v1 frame with JSON codec flags; `length` may lie about the payload."""
     size = len(payload) if length is None else length
@@ -230,6 +269,8 @@ class Figures:
     actions: Counter[str] = field(default_factory=Counter)
     hostile: Counter[str] = field(default_factory=Counter)
     cli_failures: list[str] = field(default_factory=list)
+    http: Counter[str] = field(default_factory=Counter)
+    http_failures: list[str] = field(default_factory=list)
     events: Counter[str] = field(default_factory=Counter)
     tracebacks: list[str] = field(default_factory=list)
     bad_lines: list[str] = field(default_factory=list)
@@ -315,6 +356,7 @@ class Soak:
         self.socket_path = ""
         self.saves = 0
         self.untried: list[Callable[[], None]] | None = None
+        self.http_port = free_port()
 
     # the config
 
@@ -325,6 +367,7 @@ class Soak:
             tag=self.tag,
             seed=self.figures.seed,
             calm=self.calm,
+            http_port=self.http_port,
         )
 
     def text(self, interval: str = BASE_INTERVAL, workers: int | None = None) -> str:
@@ -454,6 +497,8 @@ class Soak:
             (self.reset, 1),
             (self.poke, 3),
             (self.read_ledger_move, 2),
+            (self.observe, 3),
+            (self.poke_http, 1),
         ]
         if self.untried is None:  # every move once first, in a random order, then at random
             self.untried = [m for m, _ in moves]
@@ -509,6 +554,56 @@ class Soak:
         thread.start()
         self.hostiles.append(thread)
         self.figures.actions["hostile connection"] += 1
+
+    def observe(self) -> None:
+        """Probes and a scrape, as a kubelet and Prometheus send them mid-chaos: each must be
+        answered, well formed and consistent."""
+        figures = self.figures
+        for path in ("/health?plugin=ticker", "/ready?plugin=ticker", "/metrics"):
+            try:
+                code, body = http_get(self.http_port, path)
+            except OSError as exc:
+                if self.alive():
+                    figures.http_failures.append(f"{path}: {exc}")
+                continue
+            figures.http[f"{path.split('?')[0]} {code}"] += 1
+            try:
+                if path == "/metrics":
+                    values = scraped(body)
+                    total = values.get("rr_ticker_total_workers", 0.0)
+                    serving = values.get("rr_ticker_workers_ready", 0.0) + values.get(
+                        "rr_ticker_workers_working", 0.0
+                    )
+                    if code != 200 or serving > total:
+                        figures.http_failures.append(f"/metrics {code}: {serving} > {total}")
+                elif code not in (200, 404, 503) or not isinstance(json.loads(body), list):
+                    figures.http_failures.append(f"{path} {code}: {body[:200]!r}")
+            except ValueError as exc:
+                figures.http_failures.append(f"{path} {code}: {exc}")
+        figures.actions["probes and a scrape"] += 1
+
+    def poke_http(self) -> None:
+        """A hostile HTTP client beside the probes: garbage, or a head that never ends."""
+        kind = self.chance.choice(("garbage", "slow head"))
+        hold = self.chance.uniform(0.1, 2.0)
+
+        def run() -> None:
+            with (
+                suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.http_port), timeout=5) as client,
+            ):
+                if kind == "garbage":
+                    client.sendall(random.Random(hold).randbytes(300) + b"\r\n\r\n")
+                    self.figures.hostile[f"http {kind}: {client.recv(12)[:12]!r}"] += 1
+                    return
+                client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                time.sleep(hold)
+                self.figures.hostile[f"http {kind}"] += 1
+
+        thread = threading.Thread(target=run, name=f"hostile-http-{kind}", daemon=True)
+        thread.start()
+        self.hostiles.append(thread)
+        self.figures.actions["hostile HTTP connection"] += 1
 
     def read_ledger_move(self) -> None:
         self.read_ledger()
@@ -632,6 +727,11 @@ class Soak:
             figures.ledger_reads >= 3 and not figures.unbalanced and figures.ledger["due"] > 0,
             f"{figures.ledger_reads} reads and {len(self.log.kept['ticker.stopped'])} stops; "
             f"unbalanced: {figures.unbalanced[:3]}",
+        )
+        figures.check(
+            "every probe and scrape was answered, well formed",
+            sum(figures.http.values()) > 0 and not figures.http_failures,
+            f"{dict(figures.http)}; failures: {figures.http_failures[:3]}",
         )
         growth = figures.rss_end - figures.rss_start
         figures.check(

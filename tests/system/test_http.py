@@ -245,3 +245,44 @@ def test_an_address_taken_at_a_reload_keeps_the_listener_as_it_was(
         assert daemon.stop() == 0
     finally:
         taken.close()
+
+
+def test_scrapes_and_probes_during_resets_and_a_scale_stay_whole(rrd: Any, tmp_path: Path) -> None:
+    """Between features: SIGHUPs replacing every worker and a scale while ticks run; every
+    scrape parses and is consistent, health never fails while the old workers serve on."""
+    port = free_port()
+    daemon = rrd(
+        config("echo", interval="10ms", workers=2, extra=sections(status=port, metrics=port)),
+        "--pidfile",
+        str(tmp_path / "rrd.pid"),
+    )
+    daemon.wait_event("daemon.ready")
+    ctl = operator(tmp_path)
+    scrapes = 0
+    for round_ in range(3):
+        daemon.signal(signal.SIGHUP)
+        if round_ == 1:
+            assert ctl("scale", "ticker", "4").returncode == 0
+        deadline = time.monotonic() + 10
+        while len(daemon.events("pool.reset_done")) <= round_ and time.monotonic() < deadline:
+            found = families(port)
+            total = sample(found, "rr_ticker_total_workers", "rr_ticker_total_workers")
+            ready = sample(found, "rr_ticker_workers_ready", "rr_ticker_workers_ready")
+            working = sample(found, "rr_ticker_workers_working", "rr_ticker_workers_working")
+            assert ready + working <= total
+            assert probe(port, "/health?plugin=ticker")[0] == 200
+            scrapes += 1
+        assert len(daemon.events("pool.reset_done")) > round_
+    assert scrapes >= 3  # some scrapes met a reset in flight
+    wait_until(
+        lambda: sample(families(port), "rr_ticker_total_workers", "rr_ticker_total_workers") == 4
+    )
+    found = families(port)
+    assert (
+        sample(
+            found, "rrd_pool_restarts", "rrd_pool_restarts_total", plugin="ticker", reason="reset"
+        )
+        >= 6
+    )
+    assert sample(found, "rrd_config_reloads", "rrd_config_reloads_total", result="applied") == 3
+    assert daemon.stop() == 0

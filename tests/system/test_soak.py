@@ -20,9 +20,10 @@ def test_thirty_seconds_of_chaos_leave_rrd_whole(tmp_path: Path) -> None:
     figures = soak.run()
     report = f"seed {seed} (SOAK_SEED={seed} replays it)\n{table(figures, soak)}"
     failed = [f"{name}: {detail}" for name, ok, detail in figures.checks if not ok]
-    assert len(figures.checks) == 7 and not failed, "\n".join(failed) + "\n\n" + report
+    assert len(figures.checks) == 8 and not failed, "\n".join(failed) + "\n\n" + report
     # the chaos was real: every kind of fault and operator move happened, and was survived
     assert figures.ledger["failed"] > 0 and figures.ledger["delivered"] > 1000, report
     assert figures.events["worker.killed"] > 0 and figures.events["config.rejected"] > 0, report
     assert figures.events["config.reloaded"] > 5 and figures.actions["SIGHUP"] > 0, report
     assert figures.actions["rrd scale"] > 0 and figures.actions["hostile connection"] > 0, report
+    assert figures.actions["probes and a scrape"] > 0, report
