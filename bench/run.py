@@ -32,6 +32,7 @@ SECTIONS = {
     "reload": "6. reload",
     "stop": "7. stop",
     "scaling": "8. scaling",
+    "observability": "9. observability",
     "imports": "import time",
 }
 BENCH_TIMEOUT = 1800.0

@@ -33,6 +33,7 @@ SCRIPTS = (
     "reload",
     "stop",
     "scaling",
+    "observability",
     "imports",
 )
 SMOKE_TIMEOUT = 240.0
