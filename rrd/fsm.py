@@ -35,6 +35,18 @@ class WorkerState(Enum):
 
 _IN_SERVICE = frozenset({WorkerState.READY, WorkerState.WORKING, WorkerState.DRAINING})
 
+ROADRUNNER_STATES: dict[WorkerState, tuple[int, str]] = {
+    WorkerState.SPAWNING: (0, "inactive"),
+    WorkerState.READY: (1, "ready"),
+    WorkerState.WORKING: (2, "working"),
+    WorkerState.DRAINING: (3, "invalid"),
+    WorkerState.STOPPING: (4, "stopping"),
+    WorkerState.STOPPED: (5, "stopped"),
+    WorkerState.ERRORED: (8, "errored"),
+}
+"""Each state as RoadRunner's informer reports it (`rr workers`, PHP's RPC client, its metrics):
+its code and name. RoadRunner counts every state but ready and working as invalid."""
+
 
 class ExitReason(Enum):
     """Why a worker left service: the pool counts its replacements by these."""

@@ -7,6 +7,7 @@ so its process group holds it and its children; signalling the group reaches the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -115,18 +116,38 @@ def parent_death_launcher() -> tuple[str, ...]:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_percent(pid: int) -> float:
-    """CPU used by a process over its whole life, in percent of one CPU (as `rr workers`
-    shows it); 0.0 when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except (OSError, ValueError, IndexError):
-        return 0.0
+@dataclass(frozen=True, slots=True)
+class ProcessSample:
+    """What operators see of a process: resident memory, and CPU over its whole life."""
+
+    rss: int
+    """Resident bytes."""
+    cpu_percent: float
+    """CPU time over its lifetime, in percent of one CPU (as `rr workers` shows it)."""
+
+
+def sample_processes(pids: Iterable[int]) -> dict[int, ProcessSample]:
+    """Each live process of `pids`, from one read of its /proc/PID/stat; the gone are left
+    out. It reads /proc: the loop runs it in a thread (`sampled`), never itself."""
     now = time.clock_gettime(time.CLOCK_BOOTTIME)  # /proc/uptime's clock, without /proc
-    used = (int(fields[11]) + int(fields[12])) / _TICKS
-    lived = now - int(fields[19]) / _TICKS
-    return round(100 * used / lived, 1) if lived > 0 else 0.0
+    samples = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            used = (int(fields[11]) + int(fields[12])) / _TICKS
+            lived = now - int(fields[19]) / _TICKS
+            rss = int(fields[21]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            continue
+        samples[pid] = ProcessSample(rss, round(100 * used / lived, 1) if lived > 0 else 0.0)
+    return samples
+
+
+async def sampled(pids: Iterable[int]) -> dict[int, ProcessSample]:
+    """`sample_processes` in a thread: a /proc read is a syscall per file, and 256 workers'
+    would hold the loop for milliseconds."""
+    return await asyncio.to_thread(sample_processes, list(pids))
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,13 +111,13 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """A snapshot of one worker for `rrd workers` and `informer.Workers`."""
+    """A snapshot of one worker for `rrd workers` and `informer.Workers`; its memory is read
+    apart, off the loop (`rrd.proc.sampled`), by whoever shows it."""
 
     pid: int
     state: WorkerState
     execs: int
     created: float
-    rss: int
     command: str
     reason: ExitReason | None = None
     last_error: str | None = None
@@ -135,18 +135,6 @@ def install_child_watcher() -> None:
     except OSError:
         return
     asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-
-
-def resident_memory(pid: int) -> int:
-    """Resident bytes of one process, 0 when it is gone."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class _Exchange:
@@ -622,14 +610,12 @@ class WorkerProcess:
         return True
 
     def info(self) -> WorkerInfo:
-        """A snapshot of this worker, with its resident memory."""
-        live = self.returncode is None and self.pid > 0
+        """A snapshot of this worker."""
         return WorkerInfo(
             pid=self.pid,
             state=self.state,
             execs=self.execs,
             created=self.created,
-            rss=resident_memory(self.pid) if live else 0,
             command=self.spec.command,
             reason=self.reason,
             last_error=self.last_error,

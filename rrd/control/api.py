@@ -9,14 +9,14 @@ the HTTP endpoints serve `health`, `readiness` and the metrics source (`status`,
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rrd.control.commands import Command, Request
+from rrd.fsm import ROADRUNNER_STATES
 from rrd.plugins.base import Informer, Measured, Plugin, Reporter, Resettable
-from rrd.proc import cpu_percent
+from rrd.proc import ProcessSample, sampled
 from rrd.protocol.rpc import RpcError
 
 if TYPE_CHECKING:
@@ -24,18 +24,6 @@ if TYPE_CHECKING:
     from rrd.worker import WorkerInfo
 
 Method = Callable[[Any], Awaitable[Any]]
-
-RR_STATES: Mapping[str, tuple[int, str]] = {
-    "spawning": (0, "inactive"),
-    "ready": (1, "ready"),
-    "working": (2, "working"),
-    "draining": (3, "invalid"),
-    "stopping": (4, "stopping"),
-    "stopped": (5, "stopped"),
-    "errored": (8, "errored"),
-}
-"""RoadRunner's worker states as its informer reports them (rr workers, PHP's RPC client):
-rrd's WorkerState value -> (code, name)."""
 
 Probe = Literal["health", "ready"]
 
@@ -98,6 +86,8 @@ class OperatorApi:
 
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.samples: Mapping[int, ProcessSample] = {}
+        """The workers' memory and CPU as last read (`sample`), by pid."""
 
     # Probes and the metrics source
 
@@ -143,6 +133,14 @@ class OperatorApi:
         assert isinstance(found, Informer)
         return found.workers()
 
+    async def sample(self, plugins: list[Plugin] | None = None) -> Mapping[int, ProcessSample]:
+        """Read the memory and CPU of the workers of `plugins` (all) in a thread: /proc is
+        never read on the loop. Kept in `samples` for what is shown next."""
+        found = self.core.started if plugins is None else plugins
+        pids = [i.pid for p in found if isinstance(p, Informer) for i in p.workers()]
+        self.samples = await sampled(pids)
+        return self.samples
+
     def histograms(self, plugin: str) -> Mapping[str, Histogram]:
         found = next((p for p in self.core.started if p.name == plugin), None)
         return found.histograms() if isinstance(found, Measured) else {}
@@ -180,34 +178,41 @@ class OperatorApi:
         return [p.name for p in self.core.started if isinstance(p, Resettable)]
 
     async def _informer_workers(self, params: Any) -> dict[str, Any]:
+        plugins = self.core.plugins([_name(params)], Informer)
+        samples = await self.sample(plugins)
         workers = []
-        for info in self.workers(_name(params)):
-            code, text = RR_STATES.get(info.state.value, (8, "errored"))
-            workers.append(
-                {
-                    "pid": info.pid,
-                    "status": code,
-                    "numExecs": info.execs,
-                    "created": int(info.created * 1e9),
-                    "memoryUsage": info.rss,
-                    "CPUPercent": cpu_percent(info.pid),
-                    "command": info.command,
-                    "statusStr": text,
-                }
-            )
+        for plugin in plugins:
+            assert isinstance(plugin, Informer)
+            for info in plugin.workers():  # as they are now, after the sampling's wait
+                code, text = ROADRUNNER_STATES[info.state]
+                sample = samples.get(info.pid, _GONE)
+                workers.append(
+                    {
+                        "pid": info.pid,
+                        "status": code,
+                        "numExecs": info.execs,
+                        "created": int(info.created * 1e9),
+                        "memoryUsage": sample.rss,
+                        "CPUPercent": sample.cpu_percent,
+                        "command": info.command,
+                        "statusStr": text,
+                    }
+                )
         return {"workers": workers}
 
     async def _workers(self, params: Any) -> dict[str, list[dict[str, Any]]]:
+        plugins = self.core.plugins(_names(params), Informer)
+        samples = await self.sample(plugins)
         table: dict[str, list[dict[str, Any]]] = {}
-        for plugin in self.core.plugins(_names(params), Informer):
+        for plugin in plugins:
             assert isinstance(plugin, Informer)
             table[plugin.name] = [
                 {
                     "pid": info.pid,
                     "status": info.state.value,
                     "execs": info.execs,
-                    "memory": info.rss,
-                    "cpu": cpu_percent(info.pid),
+                    "memory": samples.get(info.pid, _GONE).rss,
+                    "cpu": samples.get(info.pid, _GONE).cpu_percent,
                     "created": info.created,
                 }
                 for info in plugin.workers()
@@ -222,11 +227,8 @@ class OperatorApi:
         return True
 
 
-def build_info() -> dict[str, str]:
-    """rrd's version and the Python it runs on, for `rrd_build_info`."""
-    from rrd import __version__
-
-    return {"version": __version__, "python": sys.version.split()[0]}
+_GONE = ProcessSample(rss=0, cpu_percent=0.0)
+"""A worker that started or left while the samples were read."""
 
 
 def _name(value: Any) -> str:

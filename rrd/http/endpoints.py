@@ -129,8 +129,9 @@ class Endpoints:
 
         return answer
 
-    def _scrape(self, request: HttpRequest) -> HttpResponse:
-        if self._exposition is None:
+    async def _scrape(self, request: HttpRequest) -> HttpResponse:
+        await self.api.sample()  # the workers' memory, read in a thread
+        if self._exposition is None:  # the section went while the samples were read
             return HttpResponse(404, b"metrics are off\n")
         body, content_type = self._exposition.render(request.headers.get("accept"))
         return HttpResponse(200, body, content_type)

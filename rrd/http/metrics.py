@@ -17,10 +17,11 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
-from rrd.fsm import ExitReason, WorkerState
+from rrd.fsm import ROADRUNNER_STATES, ExitReason, WorkerState
 from rrd.plugins.entrypoints import allow_openssl
 from rrd.plugins.ledger import FAILURES, SKIPS
 from rrd.pool import PoolState
+from rrd.proc import ProcessSample
 from rrd.stats import Histogram
 from rrd.worker import WorkerInfo
 
@@ -37,19 +38,7 @@ from prometheus_client.exposition import choose_encoder  # noqa: E402
 from prometheus_client.process_collector import ProcessCollector  # noqa: E402
 from prometheus_client.registry import Collector  # noqa: E402
 
-__all__ = ["RR_STATE_NAMES", "MetricsExposition", "MetricsSource", "metric_name_part"]
-
-RR_STATE_NAMES: Mapping[WorkerState, str] = {
-    WorkerState.SPAWNING: "inactive",
-    WorkerState.READY: "ready",
-    WorkerState.WORKING: "working",
-    WorkerState.DRAINING: "invalid",
-    WorkerState.STOPPING: "stopping",
-    WorkerState.STOPPED: "stopped",
-    WorkerState.ERRORED: "errored",
-}
-"""rrd's worker states by RoadRunner's names, as its informer (and `rrd workers`) shows them;
-RoadRunner counts every state but ready and working as invalid."""
+__all__ = ["MetricsExposition", "MetricsSource", "metric_name_part"]
 
 TICK_OUTCOMES = (
     "delivered",
@@ -75,6 +64,10 @@ class MetricsSource(Protocol):
     def workers(self, plugin: str) -> list[WorkerInfo]:
         """The workers of one plugin's pool."""
 
+    @property
+    def samples(self) -> Mapping[int, ProcessSample]:
+        """The workers' memory, by pid, as read (off the loop) just before this scrape."""
+
     def histograms(self, plugin: str) -> Mapping[str, Histogram]:
         """One plugin's histograms by name (`exec_duration_seconds`,
         `tick_lateness_seconds`); empty when it has none."""
@@ -99,7 +92,9 @@ class _RrdCollector(Collector):
             pool = report.get("pool")
             if pool is None:
                 continue
-            yield from _roadrunner_families(plugin, self.source.workers(plugin))
+            yield from _roadrunner_families(
+                plugin, self.source.workers(plugin), self.source.samples
+            )
             histograms = self.source.histograms(plugin)
             pools.add(plugin, pool, histograms.get("exec_duration_seconds"))
             if "ticks" in report:
@@ -122,7 +117,9 @@ class _RrdCollector(Collector):
         yield info
 
 
-def _roadrunner_families(plugin: str, workers: list[WorkerInfo]) -> Iterator[Metric]:
+def _roadrunner_families(
+    plugin: str, workers: list[WorkerInfo], samples: Mapping[int, ProcessSample]
+) -> Iterator[Metric]:
     """RoadRunner's informer families for one plugin's pool."""
     prefix = f"rr_{metric_name_part(plugin)}"
     states = GaugeMetricFamily(
@@ -136,9 +133,11 @@ def _roadrunner_families(plugin: str, workers: list[WorkerInfo]) -> Iterator[Met
     total_memory = ready = working = 0
     for worker in workers:
         pid = str(worker.pid)
-        states.add_metric([RR_STATE_NAMES.get(worker.state, "errored"), pid], 0)
-        memory.add_metric([pid], worker.rss)
-        total_memory += worker.rss
+        states.add_metric([ROADRUNNER_STATES[worker.state][1], pid], 0)
+        sample = samples.get(worker.pid)
+        rss = sample.rss if sample is not None else 0
+        memory.add_metric([pid], rss)
+        total_memory += rss
         if worker.state is WorkerState.READY:
             ready += 1
         elif worker.state is WorkerState.WORKING:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from http import HTTPStatus
@@ -60,7 +61,8 @@ class HttpResponse:
     content_type: str = "text/plain; charset=utf-8"
 
 
-Handler = Callable[[HttpRequest], HttpResponse]
+Handler = Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
+"""Answers one request; a coroutine when it must wait (a thread reading /proc), else plain."""
 """Synchronous: handlers answer from in-memory state, on the loop."""
 
 
@@ -255,7 +257,8 @@ class HttpServer:
             if request is None:
                 return
             head = request.method == "HEAD"
-            await self._write(writer, self._encode(conn, self._respond(request), head=head))
+            response = await self._respond(request)
+            await self._write(writer, self._encode(conn, response, head=head))
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return  # HTTP/1.0, Connection: close
             conn.start_next_cycle()
@@ -304,14 +307,15 @@ class HttpServer:
             else:
                 return None  # ConnectionClosed
 
-    def _respond(self, request: HttpRequest) -> HttpResponse:
+    async def _respond(self, request: HttpRequest) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):
             return _METHOD_NOT_ALLOWED
         handler = self._routes.get(request.path)
         if handler is None:
             return _NOT_FOUND
         try:
-            response = handler(request)
+            answer = handler(request)
+            response = await answer if inspect.isawaitable(answer) else answer
             if not 200 <= response.status <= 599:
                 raise ValueError(f"status {response.status} is not a final HTTP status")
         except Exception as exc:

@@ -738,17 +738,18 @@ class Keeper:
             now = time.monotonic()  # the workers' clock, for their ages and idle times
             if checking_limits and now >= next_limits:
                 next_limits = now + limits.watch_tick
-                self._check_limits(now)
+                await self._check_limits(now)
             if health.interval:
                 self._check_health(now)
 
-    def _check_limits(self, now: float) -> None:
+    async def _check_limits(self, now: float) -> None:
         limits = self.config.supervisor
-        candidates = [w for w in self.serving if w not in self._replacing]
         memory: dict[int, int] = {}
-        if limits.max_worker_memory and candidates:
-            memory = tree_memory(w.pid for w in candidates)
-        for worker in candidates:
+        if limits.max_worker_memory and self.serving:
+            # A scan of /proc, in a thread: it takes milliseconds with many processes.
+            pids = [w.pid for w in self.serving]
+            memory = await asyncio.to_thread(tree_memory, pids)
+        for worker in [w for w in self.serving if w not in self._replacing]:
             if worker.expires_at is not None and now >= worker.expires_at:
                 assert worker.ready_at is not None
                 self._log_retired(worker, ExitReason.TTL, age_s=round(now - worker.ready_at, 1))

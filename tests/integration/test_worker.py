@@ -19,7 +19,7 @@ import pytest
 
 from rrd.errors import BootError, ExecTimeout, SoftJobError, WorkerCrashed
 from rrd.fsm import ExitReason, IllegalTransition, WorkerState
-from rrd.proc import ProcessRegistry
+from rrd.proc import ProcessRegistry, sampled
 from rrd.protocol.control import Payload
 from rrd.worker import PIPE_READ_SIZE, WorkerProcess, WorkerSpec
 from tests.helpers import eventually, group_alive, pid_alive, worker_argv
@@ -296,11 +296,12 @@ async def test_environment_reaches_the_worker() -> None:
         assert (await exec_on(worker, b"ENV:RR_MODE")).body == b"ticker"
 
 
-async def test_info_reports_memory_and_command() -> None:
+async def test_info_reports_the_command_and_a_sample_its_memory() -> None:
     async with running("echo") as worker:
         info = worker.info()
         assert info.pid == worker.pid and info.state is WorkerState.READY
-        assert info.rss > 1_000_000
+        (sample,) = (await sampled([worker.pid, 2**22 + 1])).values()  # the second is no pid
+        assert sample.rss > 1_000_000 and 0 <= sample.cpu_percent <= 100
         assert re.search(r"echo\.py$", info.command)
         assert sys.executable in info.command
 

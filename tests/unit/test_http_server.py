@@ -581,3 +581,26 @@ async def test_random_requests_are_answered_or_closed_and_the_server_goes_on(
     assert statuses
     assert set(statuses) <= {200, 400, 404, 405, 413, 431}
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_coroutine_handler_is_awaited_and_others_are_served_meanwhile() -> None:
+    """A handler that waits (the metrics one reads /proc in a thread) holds only its own
+    connection; one that fails while waiting gets a 500 like any other."""
+    release = asyncio.Event()
+
+    async def waits(request: HttpRequest) -> HttpResponse:
+        await release.wait()
+        return HttpResponse(200, b"waited\n")
+
+    async def fails(request: HttpRequest) -> HttpResponse:
+        await asyncio.sleep(0)
+        raise RuntimeError("broken after a wait")
+
+    routes: Mapping[str, Handler] = {"/wait": waits, "/fail": fails, "/hello": hello}
+    async with serving(routes) as server:
+        waiting = asyncio.create_task(ask(server, get("/wait")))
+        assert (await ask(server, get("/hello"))).status == 200
+        assert not waiting.done()
+        release.set()
+        assert (await waiting).body == b"waited\n"
+        assert (await ask(server, get("/fail"))).status == 500

@@ -26,7 +26,7 @@ from rrd.plugins.base import Measured, PluginContext
 from rrd.plugins.ledger import TickLedger
 from rrd.plugins.ticker import Ticker, TickerConfig, TickerPlugin
 from rrd.pool import Reply
-from rrd.proc import ProcessRegistry
+from rrd.proc import ProcessRegistry, ProcessSample
 from rrd.protocol.control import Payload
 from rrd.server import Server
 from rrd.stats import EXEC_SECONDS, LATENESS_SECONDS, Histogram
@@ -36,8 +36,14 @@ from tests.fakes import FakeClock, settle
 MiB = 1024 * 1024
 
 
+SAMPLES: dict[int, ProcessSample] = {}
+"""What the fake source read of its workers' memory (a worker left out: gone meanwhile)."""
+
+
 def worker(pid: int, state: WorkerState, rss: int) -> WorkerInfo:
-    return WorkerInfo(pid=pid, state=state, execs=3, created=0.0, rss=rss, command="app")
+    if rss:
+        SAMPLES[pid] = ProcessSample(rss=rss, cpu_percent=1.0)
+    return WorkerInfo(pid=pid, state=state, execs=3, created=0.0, command="app")
 
 
 def pool_status(**fields: Any) -> dict[str, Any]:
@@ -123,6 +129,10 @@ class FakeSource:
 
     def workers(self, plugin: str) -> list[WorkerInfo]:
         return self.pools[plugin]
+
+    @property
+    def samples(self) -> Mapping[int, ProcessSample]:
+        return SAMPLES
 
     def histograms(self, plugin: str) -> Mapping[str, Histogram]:
         if plugin == "ticker":
