@@ -27,6 +27,19 @@ BOOT_DELAY = 0.3  # seconds each worker takes to start: a reset of 2 takes at le
 ENV = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "SYSTEMD_PAGER="]
 
 
+STATUS_PORT = 39114  # the container shares the host's network: ports unlikely to be taken
+METRICS_PORT = 39112
+FETCH = (
+    "import sys, urllib.request, urllib.error\n"
+    "try:\n"
+    "    answer = urllib.request.urlopen(sys.argv[1], timeout=5)\n"
+    "except urllib.error.HTTPError as error:\n"
+    "    answer = error\n"
+    "print(answer.status)\n"
+    "print(answer.read().decode())\n"
+)
+
+
 class Failed(Exception):
     """A check failed; the message says what was expected and what was seen."""
 
@@ -41,6 +54,10 @@ server:
 logs:
   mode: production
   level: info
+status:
+  address: 127.0.0.1:{STATUS_PORT}
+metrics:
+  address: 127.0.0.1:{METRICS_PORT}
 ticker:
   interval: {interval}
   exec_timeout: 5s
@@ -439,6 +456,37 @@ class Stage:
             raise Failed(f"rrd exited leaving processes that systemd had to kill: {killed}")
         return f"stopped in {took:.2f}s; its {len(procs)} processes (rrd {pid} and below) are gone"
 
+    # 13
+    def probes_and_metrics(self) -> str:
+        """RoadRunner's status and metrics plugins under the unit's sandbox (its address
+        families, its dynamic user): what a kubelet and Prometheus get."""
+
+        def get(port: int, path: str) -> tuple[int, str]:
+            out = self.box.ok("/opt/rrd/bin/python3", "-c", FETCH, f"http://127.0.0.1:{port}{path}")
+            code, _, body = out.partition("\n")
+            return int(code), body
+
+        health = get(STATUS_PORT, "/health?plugin=ticker")
+        expected = [{"plugin_name": "ticker", "error_message": "", "status_code": 200}]
+        if health[0] != 200 or json.loads(health[1]) != expected:
+            raise Failed(f"/health answered {health}")
+        ready = get(STATUS_PORT, "/ready?plugin=ticker")
+        if ready[0] != 200:
+            raise Failed(f"/ready answered {ready}")
+        code, text = get(METRICS_PORT, "/metrics")
+        total = re.search(r"^rr_ticker_total_workers (\S+)$", text, re.M)
+        delivered = re.search(
+            r'^rrd_ticker_ticks_total\{outcome="delivered",plugin="ticker"\} (\S+)$', text, re.M
+        ) or re.search(
+            r'^rrd_ticker_ticks_total\{plugin="ticker",outcome="delivered"\} (\S+)$', text, re.M
+        )
+        if code != 200 or not total or float(total[1]) != 2 or not delivered:
+            raise Failed(f"/metrics answered {code}: {text[:300]!r}")
+        return (
+            f"/health 200 {health[1].strip()}, /ready 200, /metrics: rr_ticker_total_workers "
+            f"{total[1]}, {delivered[1]} ticks delivered"
+        )
+
     # 7
     def journal_entries(self) -> str:
         entries = self.box.journal()
@@ -630,6 +678,7 @@ def main() -> int:
     stage.check("11 worker-crash-journal-entry", stage.worker_crash_entry)
     stage.check("5 watchdog-restart", stage.watchdog)
     stage.check("6 kill9-leaves-nothing", stage.kill9)
+    stage.check("13 probes-and-metrics", stage.probes_and_metrics)
     stage.check("8 stop-success", stage.stop)
     stage.check("7 journal-entries", stage.journal_entries)
     stage.check("9 lint-units", stage.lint)
