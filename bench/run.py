@@ -33,6 +33,7 @@ SECTIONS = {
     "stop": "7. stop",
     "scaling": "8. scaling",
     "observability": "9. observability",
+    "schedules": "10. schedules",
     "imports": "import time",
 }
 BENCH_TIMEOUT = 1800.0

@@ -374,6 +374,82 @@ def scale(plugin: str, workers: str, **where: Any) -> None:
     click.echo(f"{plugin}: {result['was']} -> {result['workers']} workers")
 
 
+@cli.group()
+def ticker() -> None:
+    """List the ticker's schedules; pause, resume or run one now."""
+
+
+@ticker.command("list")
+@operator_command
+@click.option("--json", "as_json", is_flag=True, help="Print the schedules as JSON.")
+def ticker_list(as_json: bool, **where: Any) -> None:
+    """Each schedule: when it ticks, its next tick, its last one and how it ended, its ledger."""
+    with find_daemon(**where) as client:
+        table = client.call("ticker.List")
+    click.echo(json.dumps(table, indent=2) if as_json else render_schedules(table))
+
+
+def schedule_command(action: str, done: str, help_text: str) -> None:
+    """`rrd ticker pause|resume|run NAME`, on the control socket."""
+
+    @ticker.command(action, help=help_text)
+    @operator_command
+    @click.argument("schedule")
+    def command(schedule: str, **where: Any) -> None:
+        with find_daemon(**where) as client:
+            result = client.call(f"ticker.{action.capitalize()}", {"schedule": schedule})
+        click.echo(
+            done.format(schedule=schedule) if result["changed"] else f"{schedule}: as it was"
+        )
+
+
+schedule_command("pause", "{schedule}: paused", "Skip the ticks of SCHEDULE (counted as paused).")
+schedule_command("resume", "{schedule}: resumed", "Send the ticks of SCHEDULE again.")
+schedule_command("run", "{schedule}: a tick sent", "Send one tick of SCHEDULE now (manual).")
+
+
+def render_schedules(table: dict[str, list[dict[str, Any]]]) -> str:
+    """One table per plugin of its schedules."""
+    blocks = []
+    for plugin, rows in table.items():
+        lines = [
+            f"Schedules of [{plugin}]:",
+            f"{'NAME':14}{'WHEN':28}{'NEXT':12}{'LAST TICK':18}{'LAST OUTCOME':20}LEDGER",
+        ]
+        for row in rows:
+            when = row.get("cron") or f"every {row['interval_s']:g}s"
+            upcoming = "paused" if row["paused"] else until(row.get("next_due"))
+            last = ago(row["last_tick"]) if row.get("last_tick") else "never"
+            ticks = row["ticks"]
+            ledger = (
+                f"{ticks['due']} due: {ticks['delivered']} delivered, {ticks['failed']} "
+                f"failed, {ticks['skipped']} skipped, {ticks['in_flight']} in flight"
+            )
+            reasons = {**ticks["failed_by"], **ticks["skipped_by"]}
+            if reasons:
+                ledger += f" ({', '.join(f'{r} {n}' for r, n in reasons.items())})"
+            lines.append(
+                f"{row['name']:14}{when:28}{upcoming:12}{last:18}"
+                f"{row.get('last_outcome') or '-':20}{ledger}"
+            )
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) or "no schedule"
+
+
+def until(moment: float | None) -> str:
+    """`in 3m 20s`, for a time to come."""
+    if moment is None:
+        return "-"
+    seconds = max(0, int(moment - time.time()))
+    if seconds >= 86400:
+        return f"in {seconds // 86400}d {seconds % 86400 // 3600}h"
+    if seconds >= 3600:
+        return f"in {seconds // 3600}h {seconds % 3600 // 60}m"
+    if seconds >= 60:
+        return f"in {seconds // 60}m {seconds % 60}s"
+    return f"in {seconds}s"
+
+
 def daemon_pid(
     client: ControlClient,
     report: dict[str, Any],
@@ -500,6 +576,8 @@ def render_status(report: dict[str, Any]) -> str:
             if reasons:
                 line += f" ({', '.join(f'{r} {n}' for r, n in reasons.items())})"
         lines.append(line)
+        for schedule in (plugin.get("schedules") or {}).values():
+            lines.append("  " + schedule_text(schedule))
         if "health" in plugin:
             lines.append(
                 "  probes: " + ", ".join(probe_text(plugin, p) for p in ("health", "ready"))
@@ -520,6 +598,19 @@ def render_status(report: dict[str, Any]) -> str:
     for change in report.get("restart_needed", []):
         lines.append(f"needs a restart: {change}")
     return "\n".join(lines)
+
+
+def schedule_text(schedule: dict[str, Any]) -> str:
+    """`schedule nightly (0 3 * * * in Europe/Berlin): next in 5h 2m; 3 ticks due: 3 delivered`."""
+    when = schedule.get("cron") or f"every {schedule['interval_s']:g}s"
+    upcoming = "paused" if schedule["paused"] else f"next {until(schedule.get('next_due'))}"
+    ticks = schedule["ticks"]
+    text = f"schedule {schedule['name']} ({when}): {upcoming}; {ticks['due']} ticks due: "
+    text += f"{ticks['delivered']} delivered"
+    for key in ("failed", "skipped", "in_flight"):
+        if ticks[key]:
+            text += f", {ticks[key]} {key.replace('_', ' ')}"
+    return text
 
 
 def probe_text(plugin: dict[str, Any], probe: str) -> str:

@@ -124,6 +124,10 @@ class NoWorkers(RrdError):
     exit_code = EX_UNAVAILABLE
 
 
+class AllocateTimeout(NoWorkers):
+    """No worker came free within the time a caller would wait (`allocate_timeout`)."""
+
+
 class QueueFull(NoWorkers):
     """`max_queue_size` payloads already wait for a worker."""
 

@@ -38,6 +38,10 @@ class FakeClock:
         self.now = target
         await settle()
 
+    def suspend(self, seconds: float) -> None:
+        """The host slept: the wall clock moved on, the monotonic one did not."""
+        self._wall_offset += seconds
+
     async def jump(self, seconds: float) -> None:
         """Move time forward at once, as a loop blocked for that long would see it."""
         self.now += seconds

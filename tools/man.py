@@ -568,7 +568,11 @@ def _sample(spec: FieldSpec) -> Any:
 
 def _filled(cls: type) -> Any:
     """An instance of a section with every optional section present (so that the keys below
-    it can change) and a value for every required key."""
+    it can change) and a value for every required key; a section whose keys depend on one
+    another (a schedule: interval or cron) gives its own `example()`."""
+    example = getattr(cls, "example", None)
+    if callable(example):
+        return example()
     values: dict[str, Any] = {}
     for name, spec in field_specs(cls).items():
         shape = spec.shape

@@ -686,7 +686,8 @@ class RpcConfig:
     tcp_write: bool = setting(
         False,
         "Serve the calls that change rrd (reset, scale, reload, stop) over TCP too; else TCP "
-        "serves only informer.List, informer.Workers, resetter.List, rrd.Status, rrd.Workers.",
+        "serves only informer.List, informer.Workers, resetter.List, rrd.Status, rrd.Workers and "
+        "the plugins' own List calls.",
     )
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rrd.control.commands import Command, Request
 from rrd.fsm import ROADRUNNER_STATES
-from rrd.plugins.base import Informer, Measured, Plugin, Reporter, Resettable
+from rrd.plugins.base import Informer, Measured, Plugin, Reporter, Resettable, Scheduling
 from rrd.proc import ProcessSample, sampled
 from rrd.protocol.rpc import RpcError
 
@@ -169,7 +169,34 @@ class OperatorApi:
                 workers=_field(params, "workers"),
             ),
             "rrd.Stop": self._stop,
+            "ticker.List": self._schedules,
+            "ticker.Pause": lambda params: self._schedule_call(params, "pause"),
+            "ticker.Resume": lambda params: self._schedule_call(params, "resume"),
+            "ticker.Run": lambda params: self._schedule_call(params, "run"),
         }
+
+    async def _schedules(self, params: Any) -> dict[str, list[dict[str, Any]]]:
+        """Each scheduling plugin's schedules (`rrd ticker list`)."""
+        plugins = self.core.plugins(_names(params), Scheduling)
+        return {p.name: p.schedules() for p in plugins if isinstance(p, Scheduling)}
+
+    async def _schedule_call(self, params: Any, action: str) -> dict[str, Any]:
+        """Pause, resume or run one schedule: {"plugin": "ticker", "schedule": NAME}."""
+        name = _name(_field(params, "schedule"))
+        plugin_name = params.get("plugin") or "ticker"
+        (plugin,) = self.core.plugins([_name(plugin_name)], Scheduling)
+        assert isinstance(plugin, Scheduling)
+        try:
+            if action == "pause":
+                changed = plugin.pause(name)
+            elif action == "resume":
+                changed = plugin.resume(name)
+            else:
+                plugin.run_now(name)
+                changed = True
+        except ValueError as exc:
+            raise RpcError(str(exc)) from None
+        return {"plugin": plugin.name, "schedule": name, "action": action, "changed": changed}
 
     async def _informer_list(self, params: Any) -> list[str]:
         return [p.name for p in self.core.started if isinstance(p, Informer)]

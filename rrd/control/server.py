@@ -59,7 +59,14 @@ Method = Callable[[Any], Awaitable[Any]]
 """A call's handler: its decoded params in, a JSON-ready result out (RpcError to fail it)."""
 
 READ_ONLY = frozenset(
-    {"informer.List", "informer.Workers", "resetter.List", "rrd.Status", "rrd.Workers"}
+    {
+        "informer.List",
+        "informer.Workers",
+        "resetter.List",
+        "rrd.Status",
+        "rrd.Workers",
+        "ticker.List",
+    }
 )
 """The methods that change nothing: all TCP serves unless rpc.tcp_write."""
 

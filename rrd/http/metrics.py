@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from rrd.fsm import ROADRUNNER_STATES, ExitReason, WorkerState
 from rrd.plugins.entrypoints import allow_openssl
-from rrd.plugins.ledger import FAILURES, SKIPS
+from rrd.plugins.ticker.ledger import FAILURES, SKIPS
 from rrd.pool import PoolState
 from rrd.proc import ProcessSample
 from rrd.stats import Histogram
@@ -98,7 +98,7 @@ class _RrdCollector(Collector):
             histograms = self.source.histograms(plugin)
             pools.add(plugin, pool, histograms.get("exec_duration_seconds"))
             if "ticks" in report:
-                ticks.add(plugin, report["ticks"], histograms.get("tick_lateness_seconds"))
+                ticks.add(plugin, report, histograms.get("tick_lateness_seconds"))
         yield from pools.families()
         yield from ticks.families()
         reloads = CounterMetricFamily(
@@ -226,10 +226,17 @@ class _TickFamilies:
         self.ticks = CounterMetricFamily(
             "rrd_ticker_ticks",
             "Ticks that fell due and are over, by outcome: delivered, failed_<why>, skipped_<why>.",
-            labels=["plugin", "outcome"],
+            labels=["plugin", "schedule", "outcome"],
         )
         self.in_flight = GaugeMetricFamily(
-            "rrd_ticker_ticks_in_flight", "Ticks sent and not answered yet.", labels=["plugin"]
+            "rrd_ticker_ticks_in_flight",
+            "Ticks sent and not answered yet.",
+            labels=["plugin", "schedule"],
+        )
+        self.paused = GaugeMetricFamily(
+            "rrd_ticker_schedule_paused",
+            "1 while an operator has paused the schedule (`rrd ticker pause`).",
+            labels=["plugin", "schedule"],
         )
         self.lateness = HistogramMetricFamily(
             "rrd_ticker_lateness_seconds",
@@ -237,7 +244,20 @@ class _TickFamilies:
             labels=["plugin"],
         )
 
-    def add(self, plugin: str, ticks: dict[str, Any], lateness: Histogram | None) -> None:
+    def add(self, plugin: str, report: dict[str, Any], lateness: Histogram | None) -> None:
+        """A plugin's ticks, by schedule when it has named ones (else all as `default`)."""
+        schedules: dict[str, Any] = report.get("schedules") or {}
+        if schedules:
+            for name, schedule in schedules.items():
+                self._add_ledger(plugin, name, schedule["ticks"])
+                self.paused.add_metric([plugin, name], 1 if schedule.get("paused") else 0)
+        else:
+            self._add_ledger(plugin, "default", report["ticks"])
+        if lateness is not None:
+            buckets, total = _histogram_buckets(lateness)
+            self.lateness.add_metric([plugin], buckets, total)
+
+    def _add_ledger(self, plugin: str, schedule: str, ticks: dict[str, Any]) -> None:
         failed: dict[str, int] = ticks.get("failed_by", {})
         skipped: dict[str, int] = ticks.get("skipped_by", {})
         counts = {
@@ -246,14 +266,11 @@ class _TickFamilies:
             **{f"skipped_{reason}": n for reason, n in skipped.items()},
         }
         for outcome in (*TICK_OUTCOMES, *sorted(counts.keys() - set(TICK_OUTCOMES))):
-            self.ticks.add_metric([plugin, outcome], counts.get(outcome, 0))
-        self.in_flight.add_metric([plugin], ticks.get("in_flight", 0))
-        if lateness is not None:
-            buckets, total = _histogram_buckets(lateness)
-            self.lateness.add_metric([plugin], buckets, total)
+            self.ticks.add_metric([plugin, schedule, outcome], counts.get(outcome, 0))
+        self.in_flight.add_metric([plugin, schedule], ticks.get("in_flight", 0))
 
     def families(self) -> Iterator[Metric]:
-        yield from (self.ticks, self.in_flight, self.lateness)
+        yield from (self.ticks, self.in_flight, self.paused, self.lateness)
 
 
 _EXIT_REASONS = tuple(reason.value for reason in ExitReason)

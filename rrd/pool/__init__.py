@@ -116,12 +116,18 @@ class Pool:
             },
         )
 
-    async def exec(self, payload: Payload, *, timeout: float | None = None) -> Reply:
+    async def exec(
+        self,
+        payload: Payload,
+        *,
+        timeout: float | None = None,
+        allocate_timeout: float | None = None,
+    ) -> Reply:
         """Run one payload on a free worker and return its reply.
 
-        Raises SoftJobError (the worker's ERROR reply), NoWorkers (none free within
-        `allocate_timeout`, queue full, pool stopping) or a WorkerError (the worker timed out,
-        crashed or spoke garbage; it is replaced).
+        Raises SoftJobError (the worker's ERROR reply), NoWorkers (AllocateTimeout: none free
+        within `allocate_timeout`, default the pool's; queue full, pool stopping) or a
+        WorkerError (the worker timed out, crashed or spoke garbage; it is replaced).
         """
         if self.keeper.closing:
             raise PoolClosed(f"pool {self.name!r} is stopping")
@@ -129,7 +135,7 @@ class Pool:
         if exec_ttl and (not timeout or exec_ttl < timeout):
             timeout = exec_ttl
         for _attempt in range(self.size + 1):
-            worker = await self.free.acquire()
+            worker = await self.free.acquire(allocate_timeout)
             retire: ExitReason | None = None
             began = time.monotonic()
             try:

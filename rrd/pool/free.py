@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from rrd.errors import NoWorkers, PoolClosed, QueueFull
+from rrd.errors import AllocateTimeout, PoolClosed, QueueFull
 from rrd.fsm import WorkerState
 from rrd.worker import WorkerProcess
 
@@ -60,10 +60,11 @@ class FreeQueue:
             return False
         return True
 
-    async def acquire(self) -> WorkerProcess:
+    async def acquire(self, timeout: float | None = None) -> WorkerProcess:
         """A reserved (WORKING) worker: the one freed last, or the next one freed.
 
-        Raises NoWorkers when none comes within `allocate_timeout`, QueueFull when
+        Raises AllocateTimeout when none comes within `timeout` (default `allocate_timeout`),
+        QueueFull when
         `max_queue_size` callers already wait, PoolClosed once the pool is stopping.
         """
         idle = self._idle
@@ -80,7 +81,7 @@ class FreeQueue:
         waiter: asyncio.Future[WorkerProcess] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(self.allocate_timeout):
+            async with asyncio.timeout(self.allocate_timeout if timeout is None else timeout):
                 return await waiter
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
@@ -91,8 +92,9 @@ class FreeQueue:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
             if isinstance(exc, TimeoutError):
-                raise NoWorkers(
-                    f"pool {self.name!r}: no free worker within {self.allocate_timeout:g}s"
+                waited = self.allocate_timeout if timeout is None else timeout
+                raise AllocateTimeout(
+                    f"pool {self.name!r}: no free worker within {waited:g}s"
                 ) from None
             raise
 

@@ -34,6 +34,7 @@ SCRIPTS = (
     "stop",
     "scaling",
     "observability",
+    "schedules",
     "imports",
 )
 SMOKE_TIMEOUT = 240.0

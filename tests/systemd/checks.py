@@ -476,15 +476,16 @@ class Stage:
         code, text = get(METRICS_PORT, "/metrics")
         total = re.search(r"^rr_ticker_total_workers (\S+)$", text, re.M)
         delivered = re.search(
-            r'^rrd_ticker_ticks_total\{outcome="delivered",plugin="ticker"\} (\S+)$', text, re.M
-        ) or re.search(
-            r'^rrd_ticker_ticks_total\{plugin="ticker",outcome="delivered"\} (\S+)$', text, re.M
+            r'^rrd_ticker_ticks_total\{[^}]*outcome="delivered"[^}]*\} (\S+)$', text, re.M
         )
         if code != 200 or not total or float(total[1]) != 2 or not delivered:
             raise Failed(f"/metrics answered {code}: {text[:300]!r}")
+        kept = json.loads(self.box.ok("cat", "/var/lib/rrd/ticker.json"))
+        if "default" not in kept.get("schedules", {}):
+            raise Failed(f"StateDirectory's ticker.json holds {kept}")
         return (
             f"/health 200 {health[1].strip()}, /ready 200, /metrics: rr_ticker_total_workers "
-            f"{total[1]}, {delivered[1]} ticks delivered"
+            f"{total[1]}, {delivered[1]} ticks delivered; /var/lib/rrd/ticker.json kept"
         )
 
     # 7

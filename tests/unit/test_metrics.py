@@ -23,8 +23,8 @@ from rrd.config import load_config
 from rrd.fsm import WorkerState
 from rrd.http.metrics import TICK_OUTCOMES, MetricsExposition, metric_name_part
 from rrd.plugins.base import Measured, PluginContext
-from rrd.plugins.ledger import TickLedger
 from rrd.plugins.ticker import Ticker, TickerConfig, TickerPlugin
+from rrd.plugins.ticker.ledger import TickLedger
 from rrd.pool import Reply
 from rrd.proc import ProcessRegistry, ProcessSample
 from rrd.protocol.control import Payload
@@ -240,12 +240,49 @@ def test_every_tick_outcome_is_there_from_the_first_scrape() -> None:
     assert ticks["failed_timeout"] == 1
     assert ticks["skipped_late"] == 4
     assert ticks["skipped_busy"] == ticks["failed_crashed"] == ticks["failed_cancelled"] == 0
-    assert value(samples, "rrd_ticker_ticks_in_flight", plugin="ticker") == 1
+    assert value(samples, "rrd_ticker_ticks_in_flight", plugin="ticker", schedule="default") == 1
+    assert all(
+        dict(labels)["schedule"] == "default"
+        for (name, labels) in samples
+        if name == "rrd_ticker_ticks_total"
+    )
     assert not any(
         dict(labels).get("plugin") == "my-app"
         for (name, labels) in samples
         if name.startswith("rrd_ticker_")
     )
+
+
+class ScheduledSource(FakeSource):
+    """The ticker with two named schedules, one paused."""
+
+    def status(self) -> dict[str, Any]:
+        report = super().status()
+        nightly, fast = TickLedger(), TickLedger()
+        nightly.send(manual=True)
+        nightly.deliver()
+        fast.skip("paused", 3)
+        fast.skip("coalesced", 2)
+        report["plugins"]["ticker"]["schedules"] = {
+            "nightly": {"ticks": nightly.snapshot(), "paused": False},
+            "fast": {"ticks": fast.snapshot(), "paused": True},
+        }
+        return report
+
+
+def test_named_schedules_have_their_own_tick_series_and_pause_gauge() -> None:
+    _, _, samples = scrape(ScheduledSource())
+
+    def ticks(schedule: str, outcome: str) -> float:
+        return value(
+            samples, "rrd_ticker_ticks_total", plugin="ticker", schedule=schedule, outcome=outcome
+        )
+
+    assert ticks("nightly", "delivered") == 1 and ticks("nightly", "skipped_paused") == 0
+    assert ticks("fast", "skipped_paused") == 3 and ticks("fast", "skipped_coalesced") == 2
+    assert value(samples, "rrd_ticker_schedule_paused", plugin="ticker", schedule="fast") == 1
+    assert value(samples, "rrd_ticker_schedule_paused", plugin="ticker", schedule="nightly") == 0
+    assert not any(dict(labels).get("schedule") == "default" for (_, labels) in samples)
 
 
 def buckets(samples: Samples, name: str, plugin: str) -> dict[str, float]:

@@ -1,0 +1,364 @@
+"""When each tick of a schedule falls due: cron expressions and aligned intervals, in a time zone.
+
+Room: plugins (ticker). Imports the standard library only; croniter is imported lazily, by the
+first CronTimes, so a config without cron never loads it. Pure: no asyncio, no I/O but reading
+the host's zone in `parse_timezone("")`. Times are float unix seconds on the wall clock.
+
+Cron expressions are read here, strictly (crontab(5)'s grammar and its macros, plus an optional
+sixth field for seconds, last, as croniter reads it), and handed to croniter in a canonical form
+of plain numbers, so croniter's own extensions and version quirks never reach a schedule.
+croniter walks naive local wall-clock times (pure calendar arithmetic); this module maps each
+match to real instants the way Debian's cron and cronie do across daylight saving changes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+MACROS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+"""The macros cron users know, as the five fields they stand for (no @reboot: rrd has no boot)."""
+
+MAX_SHIFT = 3 * 3600
+"""The largest backward clock change looked for ahead of a tick: tzdata's since 1970 are at most
+three hours (Antarctica/Casey, 2010), bar one of Antarctica/Vostok's in 1994."""
+
+_LOCALTIME = Path("/etc/localtime")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_MONTH_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_FIELD_SPLIT = re.compile(r"[ \t]+")
+_ELEMENT = re.compile(
+    r"(?:(?P<star>\*)|(?P<low>[0-9]+|[a-z]+)(?:-(?P<high>[0-9]+|[a-z]+))?)"
+    r"(?:/(?P<step>[0-9]+))?",
+    re.ASCII,
+)
+_ONE_SECOND = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()
+    first_name: int = 0
+
+
+_FIELDS = (
+    _Field("minute", 0, 59),
+    _Field("hour", 0, 23),
+    _Field("day-of-month", 1, 31),
+    _Field("month", 1, 12, _MONTHS, 1),
+    _Field("day-of-week", 0, 7, _WEEKDAYS, 0),
+    _Field("second", 0, 59),
+)
+_DOM, _MONTH, _DOW = 2, 3, 4
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    """The zone named NAME in IANA's database; "" is the host's zone (UTC if it has none)."""
+    if name == "":
+        return _host_timezone(os.environ.get("TZ"), _LOCALTIME)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    raise ValueError(f"unknown timezone {name!r}; names are IANA's, such as Europe/Berlin")
+
+
+def _host_timezone(tz_env: str | None, localtime: Path) -> ZoneInfo:
+    """The zone TZ names if it is a valid key, else /etc/localtime's, else UTC."""
+    if tz_env:
+        key = tz_env.removeprefix(":")
+        try:
+            return ZoneInfo(key)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    try:
+        parts = localtime.resolve(strict=True).parts
+        if "zoneinfo" in parts:
+            key = "/".join(parts[len(parts) - parts[::-1].index("zoneinfo") :])
+            try:
+                return ZoneInfo(key)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                pass
+        with localtime.open("rb") as tzif:
+            return ZoneInfo.from_file(tzif, key="localtime")
+    except (OSError, ValueError):
+        return ZoneInfo("UTC")
+
+
+@dataclass(frozen=True)
+class _CronSpec:
+    """A checked expression: croniter's canonical form of it, and whether its time is fixed."""
+
+    canonical: str
+    fixed: bool
+
+
+def check_cron(expr: str) -> None:
+    """Refuse, with a one-line ValueError, an expression cron users would not write."""
+    _parse_cron(expr)
+
+
+def _parse_cron(expr: str) -> _CronSpec:
+    text = expr.strip(" \t\r\n")
+    if not text:
+        raise ValueError(
+            "empty cron expression; give five fields (minute hour day-of-month month "
+            "day-of-week), six with seconds last, or a macro such as @daily"
+        )
+    if text.startswith("@"):
+        macro = MACROS.get(text.lower())
+        if macro is None:
+            raise ValueError(f"unknown cron macro {expr!r}; the macros are " + ", ".join(MACROS))
+        text = macro
+    fields = tuple(_FIELD_SPLIT.split(text))
+    if len(fields) not in (5, 6):
+        raise ValueError(
+            f"cron expression {expr!r} has {len(fields)} fields; give 5 (minute hour "
+            "day-of-month month day-of-week), or 6 with seconds last"
+        )
+    sets = [_parse_field(expr, f, _FIELDS[i]) for i, f in enumerate(fields)]
+    _check_days_occur(expr, fields, sets)
+    canonical = " ".join(_canonical(i, fields, sets) for i in range(len(fields)))
+    fixed = len(fields) == 5 and not fields[0].startswith("*") and not fields[1].startswith("*")
+    return _CronSpec(canonical, fixed)
+
+
+def _parse_field(expr: str, text: str, field: _Field) -> frozenset[int]:
+    values: set[int] = set()
+    elements = text.split(",")
+    for element in elements:
+        where = f"cron expression {expr!r}: {field.name} {element!r}"
+        found = _ELEMENT.fullmatch(element.lower())
+        if found is None or (not field.names and not _numeric(found)):
+            raise ValueError(
+                f"{where} is not a number, a range (1-5), a step (*/15, 0-30/5) or '*'"
+                + (f", nor a name ({field.names[0]}...{field.names[-1]})" if field.names else "")
+            )
+        step = 1
+        if found["step"] is not None:
+            step = int(found["step"])
+            if step < 1:
+                raise ValueError(f"{where}: a step is at least 1")
+        if found["star"]:
+            if len(elements) > 1 and found["step"] is None:
+                raise ValueError(f"{where}: '*' cannot be one item of a list")
+            low, high = field.low, 6 if field is _FIELDS[_DOW] else field.high
+        else:
+            low = _value(where, found["low"], field)
+            high = low if found["high"] is None else _value(where, found["high"], field)
+            if found["high"] is None and found["step"] is not None:
+                raise ValueError(f"{where}: a step needs a range or '*', as in {low}-N/{step}")
+            if high < low:
+                raise ValueError(f"{where}: the range runs backwards ({low} > {high})")
+        values.update(range(low, high + 1, step))
+    if field is _FIELDS[_DOW] and 7 in values:
+        values = (values - {7}) | {0}
+    return frozenset(values)
+
+
+def _numeric(found: re.Match[str]) -> bool:
+    return all(found[part] is None or found[part].isdigit() for part in ("low", "high"))
+
+
+def _value(where: str, token: str, field: _Field) -> int:
+    if token.isdigit():
+        value = int(token)
+        if not field.low <= value <= field.high:
+            raise ValueError(f"{where}: {value} is out of range {field.low}-{field.high}")
+        return value
+    if token in field.names:
+        return field.names.index(token) + field.first_name
+    raise ValueError(
+        f"{where}: {token!r} is not a {field.name}: a number, or one of "
+        f"{field.names[0]}...{field.names[-1]}"
+    )
+
+
+def _check_days_occur(expr: str, fields: tuple[str, ...], sets: list[frozenset[int]]) -> None:
+    """Refuse a day of month that no month it names has (Feb 30): it would never fall due."""
+    days, months = sets[_DOM], sets[_MONTH]
+    if fields[_DOM] == "*" or any(d <= _MONTH_DAYS[m - 1] for d in days for m in months):
+        return
+    day_list = ", ".join(str(d) for d in sorted(days))
+    subject = f"day {day_list} does" if len(days) == 1 else f"days {day_list} do"
+    month_names = ", ".join(_MONTH_NAMES[m - 1] for m in sorted(months))
+    raise ValueError(
+        f"cron expression {expr!r} never falls due: {subject} not occur in {month_names}"
+    )
+
+
+def _canonical(index: int, fields: tuple[str, ...], sets: list[frozenset[int]]) -> str:
+    """The field as croniter reads the original: '*' where croniter sees a wildcard.
+
+    croniter takes a full day-of-month (or day-of-week) as a wildcard only if the other of the two
+    is written with a '*'; otherwise both restrict and a day matching either falls due.
+    """
+    text, values = fields[index], sets[index]
+    full = len(values) == _FIELDS[index].high - _FIELDS[index].low + (0 if index == _DOW else 1)
+    if text == "*" or (full and index not in (_DOM, _DOW)):
+        return "*"
+    if full and "*" in fields[_DOW if index == _DOM else _DOM]:
+        return "*"
+    return ",".join(str(v) for v in sorted(values))
+
+
+def _offset(tz: ZoneInfo, t: float) -> float:
+    offset = datetime.fromtimestamp(math.floor(t), tz).utcoffset()
+    return 0.0 if offset is None else offset.total_seconds()
+
+
+def _transition(tz: ZoneInfo, before: float, after: float) -> float:
+    """The instant in (before, after] the zone's offset changes, found to the second."""
+    low, high = math.floor(before), math.ceil(after)
+    offset_low = _offset(tz, low)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset(tz, middle) == offset_low:
+            low = middle
+        else:
+            high = middle
+    return float(high)
+
+
+def _wall(tz: ZoneInfo, t: float) -> datetime:
+    """The wall clock at T's whole second: a datetime rounds to the microsecond, which could
+    carry T just before a second (or a clock change) over it."""
+    return datetime.fromtimestamp(math.floor(t), tz).replace(tzinfo=None, fold=0)
+
+
+class CronTimes:
+    """The moments a cron expression falls due in a zone, with cron's rules at clock changes.
+
+    A fixed-time job (five fields, neither minute nor hour starting with '*') whose wall time is
+    skipped by a spring-forward runs once when the gap ends, and one whose wall time repeats runs
+    at its first occurrence. Any other job runs at every real instant whose wall time matches.
+    """
+
+    __slots__ = ("_iter", "expr", "fixed", "tz")
+
+    def __init__(self, expr: str, tz: ZoneInfo) -> None:
+        spec = _parse_cron(expr)
+        from croniter import croniter  # type: ignore[import-untyped, unused-ignore]
+
+        self.expr = expr
+        self.tz = tz
+        self.fixed = spec.fixed
+        self._iter: Any = croniter(spec.canonical, datetime(2000, 1, 1), ret_type=datetime)
+
+    @property
+    def text(self) -> str:
+        """As `rrd ticker list` shows it: "0 3 * * * in Europe/Berlin"."""
+        return f"{self.expr} in {self.tz.key or 'the host zone'}"
+
+    def next_after(self, t: float) -> float:
+        """The first moment this schedule falls due strictly after wall time T."""
+        due = self._forward(t)
+        if not self.fixed:
+            repeated = self._repeat_ahead(t)
+            if repeated is not None:
+                due = min(due, repeated)
+        return due
+
+    def _match_after(self, wall: datetime) -> datetime:
+        match: datetime = self._iter.get_next(datetime, start_time=wall)
+        return match
+
+    def _forward(self, t: float) -> float:
+        """The first due moment among wall times after T's own, in wall-clock order."""
+        tz = self.tz
+        wall = _wall(tz, t)
+        while True:
+            wall = self._match_after(wall)
+            first = wall.replace(tzinfo=tz, fold=0).timestamp()
+            second = wall.replace(tzinfo=tz, fold=1).timestamp()
+            if first == second:
+                return first
+            if first < second:
+                if first > t:
+                    return first
+                if not self.fixed:
+                    return second
+                continue
+            gap_end = _transition(tz, second, first)
+            if self.fixed:
+                return gap_end
+            wall = _wall(tz, gap_end) - _ONE_SECOND
+
+    def _repeat_ahead(self, t: float) -> float | None:
+        """The first match in the second pass of wall times repeated by a clock change soon.
+
+        Only a backward change within its own size after T repeats wall times before T's own,
+        which `_forward` does not look at.
+        """
+        tz = self.tz
+        offset = _offset(tz, t)
+        shift = offset - _offset(tz, t + MAX_SHIFT)
+        if shift <= 0 or _offset(tz, t + shift) == offset:
+            return None
+        change = _transition(tz, t, t + shift)
+        start = _wall(tz, change)
+        match = self._match_after(start - _ONE_SECOND)
+        if match >= start + timedelta(seconds=shift):
+            return None
+        return match.replace(tzinfo=tz, fold=1).timestamp()
+
+
+class IntervalTimes:
+    """The first tick of an interval schedule; later ticks are k intervals on, monotonic."""
+
+    __slots__ = ("align", "interval", "tz")
+
+    def __init__(self, interval: float, align: bool, tz: ZoneInfo) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be positive, not {interval!r}")
+        self.interval = interval
+        self.align = align
+        self.tz = tz
+
+    def first_due(self, now_wall: float) -> float:
+        """Now plus the interval; aligned, the next wall-clock multiple of it after now."""
+        if not self.align:
+            return now_wall + self.interval
+        start, strictly = now_wall, True
+        while True:
+            offset = _offset(self.tz, start)
+            local = start + offset
+            k = math.floor(local / self.interval)
+            if strictly or k * self.interval != local:
+                k += 1
+            due = k * self.interval - offset
+            if _offset(self.tz, due) == offset:
+                return due
+            start, strictly = _transition(self.tz, start, due), False
