@@ -206,7 +206,8 @@ class Ticker:
         monotonic clock stops while the host is suspended, and the wall clock may be stepped."""
         while (left := moment - self.clock.wall()) > 0:
             await self.clock.sleep_until(self.clock.monotonic() + min(left, WALL_STEP))
-        await asyncio.sleep(0)
+        if left == 0:  # due exactly now: still yield, as sleep_until does
+            await asyncio.sleep(0)
 
     def _monotonic_of(self, wall: float) -> float:
         """A wall-clock moment on the monotonic clock, as of now."""
