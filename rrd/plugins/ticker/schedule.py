@@ -204,10 +204,12 @@ class Ticker:
     async def _sleep_until_wall(self, moment: float) -> None:
         """Sleep until the wall clock reads `moment`, in steps of at most WALL_STEP: the
         monotonic clock stops while the host is suspended, and the wall clock may be stepped."""
-        while (left := moment - self.clock.wall()) > 0:
-            await self.clock.sleep_until(self.clock.monotonic() + min(left, WALL_STEP))
-        if left == 0:  # due exactly now: still yield, as sleep_until does
+        left = moment - self.clock.wall()
+        if left <= 0:  # due already: still yield, as sleep_until does
             await asyncio.sleep(0)
+        while left > 0:
+            await self.clock.sleep_until(self.clock.monotonic() + min(left, WALL_STEP))
+            left = moment - self.clock.wall()
 
     def _monotonic_of(self, wall: float) -> float:
         """A wall-clock moment on the monotonic clock, as of now."""
