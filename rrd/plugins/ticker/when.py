@@ -1,12 +1,13 @@
 """When each tick of a schedule falls due: cron expressions and aligned intervals, in a time zone.
 
 Room: plugins (ticker). Imports the standard library only; croniter is imported lazily, by the
-first CronTimes, so a config without cron never loads it. Pure: no asyncio, no I/O but reading
-the host's zone in `parse_timezone("")`. Times are float unix seconds on the wall clock.
+first cron expression checked, so a config without cron never loads it. Pure: no asyncio, no
+I/O but reading the host's zone in `parse_timezone("")`. Times are float unix seconds on the
+wall clock.
 
-Cron expressions are read here, strictly (crontab(5)'s grammar and its macros, plus an optional
-sixth field for seconds, last, as croniter reads it), and handed to croniter in a canonical form
-of plain numbers, so croniter's own extensions and version quirks never reach a schedule.
+croniter reads cron expressions (five fields, six with seconds last, and the macros); only its
+words are looked at first, so that its own extensions (H, R, L, W, #, ?) are refused, and its
+reading, as plain numbers, is what a schedule then runs.
 croniter walks naive local wall-clock times (pure calendar arithmetic); this module maps each
 match to real instants the way Debian's cron and cronie do across daylight saving changes.
 """
@@ -40,48 +41,12 @@ three hours (Antarctica/Casey, 2010), bar one of Antarctica/Vostok's in 1994."""
 _LOCALTIME = Path("/etc/localtime")
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_MONTH_NAMES = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 _FIELD_SPLIT = re.compile(r"[ \t]+")
-_ELEMENT = re.compile(
-    r"(?:(?P<star>\*)|(?P<low>[0-9]+|[a-z]+)(?:-(?P<high>[0-9]+|[a-z]+))?)"
-    r"(?:/(?P<step>[0-9]+))?",
-    re.ASCII,
-)
+_ATOM = re.compile(r"\*|[0-9]+|" + "|".join((*_MONTHS, *_WEEKDAYS)), re.IGNORECASE | re.ASCII)
+_ATOM_SEPARATORS = re.compile(r"[,/-]")
+_SAME_ENDS = re.compile(r"\b([0-9]+)-\1\b(?!/)")
+_FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week", "second")
 _ONE_SECOND = timedelta(seconds=1)
-
-
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    low: int
-    high: int
-    names: tuple[str, ...] = ()
-    first_name: int = 0
-
-
-_FIELDS = (
-    _Field("minute", 0, 59),
-    _Field("hour", 0, 23),
-    _Field("day-of-month", 1, 31),
-    _Field("month", 1, 12, _MONTHS, 1),
-    _Field("day-of-week", 0, 7, _WEEKDAYS, 0),
-    _Field("second", 0, 59),
-)
-_DOM, _MONTH, _DOW = 2, 3, 4
 
 
 def parse_timezone(name: str) -> ZoneInfo:
@@ -131,6 +96,9 @@ def check_cron(expr: str) -> None:
 
 
 def _parse_cron(expr: str) -> _CronSpec:
+    """croniter reads the expression; before it, a look at its words keeps out what cron does
+    not know (croniter's H, R, L, W, # and ?); after it, its reading as plain numbers is what
+    the schedule runs, whatever croniter's version."""
     text = expr.strip(" \t\r\n")
     if not text:
         raise ValueError(
@@ -148,90 +116,37 @@ def _parse_cron(expr: str) -> _CronSpec:
             f"cron expression {expr!r} has {len(fields)} fields; give 5 (minute hour "
             "day-of-month month day-of-week), or 6 with seconds last"
         )
-    sets = [_parse_field(expr, f, _FIELDS[i]) for i, f in enumerate(fields)]
-    _check_days_occur(expr, fields, sets)
-    canonical = " ".join(_canonical(i, fields, sets) for i in range(len(fields)))
+    for name, field in zip(_FIELD_NAMES, fields, strict=False):
+        for atom in _ATOM_SEPARATORS.split(field):
+            if not _ATOM.fullmatch(atom):
+                raise ValueError(
+                    f"cron expression {expr!r}: {name} {atom!r} is not a number, '*', or a "
+                    "month or day name (croniter's H, R, L, W, # and ? are not cron's)"
+                )
+    from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped, unused-ignore]
+
+    plain = " ".join(_SAME_ENDS.sub(r"\1", field) for field in fields)  # croniter 7: 5-5 = *
+    try:
+        expanded, _ = croniter.expand(plain)
+        croniter(plain, datetime(2000, 1, 1)).get_next(datetime)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:  # croniter's are ValueErrors
+        if isinstance(exc, CroniterBadDateError):
+            raise ValueError(f"cron expression {expr!r} never falls due") from None
+        raise ValueError(f"cron expression {expr!r} is not valid: {_croniter_says(exc)}") from None
+    canonical = " ".join(
+        "*" if values == ["*"] else ",".join(str(v) for v in values) for values in expanded
+    )
     fixed = len(fields) == 5 and not fields[0].startswith("*") and not fields[1].startswith("*")
     return _CronSpec(canonical, fixed)
 
 
-def _parse_field(expr: str, text: str, field: _Field) -> frozenset[int]:
-    values: set[int] = set()
-    elements = text.split(",")
-    for element in elements:
-        where = f"cron expression {expr!r}: {field.name} {element!r}"
-        found = _ELEMENT.fullmatch(element.lower())
-        if found is None or (not field.names and not _numeric(found)):
-            raise ValueError(
-                f"{where} is not a number, a range (1-5), a step (*/15, 0-30/5) or '*'"
-                + (f", nor a name ({field.names[0]}...{field.names[-1]})" if field.names else "")
-            )
-        step = 1
-        if found["step"] is not None:
-            step = int(found["step"])
-            if step < 1:
-                raise ValueError(f"{where}: a step is at least 1")
-        if found["star"]:
-            if len(elements) > 1 and found["step"] is None:
-                raise ValueError(f"{where}: '*' cannot be one item of a list")
-            low, high = field.low, 6 if field is _FIELDS[_DOW] else field.high
-        else:
-            low = _value(where, found["low"], field)
-            high = low if found["high"] is None else _value(where, found["high"], field)
-            if found["high"] is None and found["step"] is not None:
-                raise ValueError(f"{where}: a step needs a range or '*', as in {low}-N/{step}")
-            if high < low:
-                raise ValueError(f"{where}: the range runs backwards ({low} > {high})")
-        values.update(range(low, high + 1, step))
-    if field is _FIELDS[_DOW] and 7 in values:
-        values = (values - {7}) | {0}
-    return frozenset(values)
-
-
-def _numeric(found: re.Match[str]) -> bool:
-    return all(found[part] is None or found[part].isdigit() for part in ("low", "high"))
-
-
-def _value(where: str, token: str, field: _Field) -> int:
-    if token.isdigit():
-        value = int(token)
-        if not field.low <= value <= field.high:
-            raise ValueError(f"{where}: {value} is out of range {field.low}-{field.high}")
-        return value
-    if token in field.names:
-        return field.names.index(token) + field.first_name
-    raise ValueError(
-        f"{where}: {token!r} is not a {field.name}: a number, or one of "
-        f"{field.names[0]}...{field.names[-1]}"
+def _croniter_says(exc: BaseException) -> str:
+    """croniter's reason, in one line and without the expression it repeats."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    said = re.sub(r"^\[[^\]]*\]\s*", "", lines[-1] if "Traceback" in lines[0] else lines[0])
+    return said.removeprefix("is not acceptable, ").removeprefix("is not acceptable") or (
+        "croniter refuses it"
     )
-
-
-def _check_days_occur(expr: str, fields: tuple[str, ...], sets: list[frozenset[int]]) -> None:
-    """Refuse a day of month that no month it names has (Feb 30): it would never fall due."""
-    days, months = sets[_DOM], sets[_MONTH]
-    if fields[_DOM] == "*" or any(d <= _MONTH_DAYS[m - 1] for d in days for m in months):
-        return
-    day_list = ", ".join(str(d) for d in sorted(days))
-    subject = f"day {day_list} does" if len(days) == 1 else f"days {day_list} do"
-    month_names = ", ".join(_MONTH_NAMES[m - 1] for m in sorted(months))
-    raise ValueError(
-        f"cron expression {expr!r} never falls due: {subject} not occur in {month_names}"
-    )
-
-
-def _canonical(index: int, fields: tuple[str, ...], sets: list[frozenset[int]]) -> str:
-    """The field as croniter reads the original: '*' where croniter sees a wildcard.
-
-    croniter takes a full day-of-month (or day-of-week) as a wildcard only if the other of the two
-    is written with a '*'; otherwise both restrict and a day matching either falls due.
-    """
-    text, values = fields[index], sets[index]
-    full = len(values) == _FIELDS[index].high - _FIELDS[index].low + (0 if index == _DOW else 1)
-    if text == "*" or (full and index not in (_DOM, _DOW)):
-        return "*"
-    if full and "*" in fields[_DOW if index == _DOM else _DOM]:
-        return "*"
-    return ",".join(str(v) for v in sorted(values))
 
 
 def _offset(tz: ZoneInfo, t: float) -> float:
