@@ -567,8 +567,9 @@ def render_status(report: dict[str, Any]) -> str:
             line += f", {pool['spares']} spare"
         ticks = plugin.get("ticks")
         if ticks:
+            every = f" every {plugin['interval_s']:g}s" if plugin.get("interval_s") else ""
             line += (
-                f"; every {plugin['interval_s']:g}s: {ticks['due']} ticks due, "
+                f";{every}: {ticks['due']} ticks due, "
                 f"{ticks['delivered']} delivered, {ticks['failed']} failed, "
                 f"{ticks['skipped']} skipped, {ticks['in_flight']} in flight"
             )

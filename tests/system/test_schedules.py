@@ -85,6 +85,9 @@ def test_three_schedules_tick_on_one_pool_each_with_its_ledger(rrd: Any, tmp_pat
         )
     assert schedules["nightly"]["cron"].startswith("0 3 * * *")
     assert schedules["nightly"]["next_due"] > time.time()
+    shown = operator(tmp_path)("status")
+    assert shown.returncode == 0, shown.stderr
+    assert "schedule nightly (0 3 * * * in Europe/Berlin): next in " in shown.stdout, shown.stdout
     listed = operator(tmp_path)("ticker", "list")
     assert listed.returncode == 0, listed.stderr
     assert all(name in listed.stdout for name in ("fast", "seconds", "nightly")), listed.stdout
