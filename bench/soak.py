@@ -6,15 +6,16 @@ rewrites, scales, resets and pokes it; then rrd must be whole. Run by hand (`mak
 The workers (tests/workers/chaos.py) crash, hang past exec_timeout, write garbage, fail softly,
 ask to be retired, leak memory and start children, at random. The driver sends SIGHUPs, saves
 the config (valid with another interval or size, broken, without the ticker section and back),
-runs `rrd scale` and `rrd reset`, opens hostile control connections (garbage, half a frame,
-a 4 GiB header, nothing, one byte a second), probes /health and /ready and scrapes /metrics as a
-kubelet and Prometheus would, beside hostile HTTP clients (garbage, a head that never ends).
-At the end it checks that rrd never died (exit 0 on
-SIGTERM, no `daemon.crashed`, no traceback, every line JSON), that every probe and scrape was
-answered and well formed, that every ledger read balanced,
-that rrd's RSS grew < 5 MiB and its fds are back to the count after warm-up, that the pool has
-its configured size, and that nothing is left after the stop; prints the figures; exits 1 when
-a check failed. tests/system/test_soak.py runs the same for 30 seconds.
+runs `rrd scale`, `rrd reset` and `rrd ticker pause|resume|run` on two named schedules (a cron
+every second, a 50 ms one with jitter, coalesce, expires), opens hostile control connections
+(garbage, half a frame, a 4 GiB header, nothing, one byte a second), probes /health and /ready
+and scrapes /metrics as a kubelet and Prometheus would, beside hostile HTTP clients (garbage, a
+head that never ends). At the end it checks that rrd never died (exit 0 on SIGTERM, no
+`daemon.crashed`, no traceback, every line JSON), that every probe and scrape was answered and
+well formed, that every ledger read balanced, that rrd's RSS grew < 5 MiB and its fds are back
+to the count after warm-up, that the pool has its configured size, and that nothing is left
+after the stop; prints the figures; exits 1 when a check failed. tests/system/test_soak.py runs
+the same for 30 seconds.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ TICKER = """ticker:
   interval: {interval}
   exec_timeout: 200ms
   overlap: parallel
+  schedules:
+    cron-second:
+      cron: "* * * * * */1"
+      timezone: UTC
+    bursty:
+      interval: 50ms
+      jitter: 20ms
+      misfire_grace: 100ms
+      coalesce: true
+      max_in_flight: 2
+      expires: 100ms
   pool:
     num_workers: {workers}
     allocate_timeout: 10s
@@ -499,6 +511,7 @@ class Soak:
             (self.read_ledger_move, 2),
             (self.observe, 3),
             (self.poke_http, 1),
+            (self.schedule_move, 2),
         ]
         if self.untried is None:  # every move once first, in a random order, then at random
             self.untried = [m for m, _ in moves]
@@ -535,6 +548,13 @@ class Soak:
         target = self.chance.choice(("1", "2", "3", "6", "+1", "+2"))
         self.cli("scale", "ticker", target)
         self.figures.actions["rrd scale"] += 1
+
+    def schedule_move(self) -> None:
+        """An operator pauses, resumes or runs a named schedule (`rrd ticker ...`)."""
+        action = self.chance.choice(("pause", "resume", "run", "list"))
+        name = self.chance.choice(("cron-second", "bursty"))
+        self.cli("ticker", action, *([] if action == "list" else [name]))
+        self.figures.actions[f"rrd ticker {action}"] += 1
 
     def reset(self) -> None:
         self.cli("reset")
