@@ -38,8 +38,8 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
+import watchdog.events
 from watchdog.events import (
-    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -57,11 +57,13 @@ log = logging.getLogger("rrd.watch")
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
-    FileAttribEvent,
     FileClosedEvent,
     FileMovedEvent,
     FileDeletedEvent,
 ]
+if hasattr(watchdog.events, "FileAttribEvent"):
+    # watchdog >= 5 reports a metadata change (touch, chmod) apart; older ones as modified.
+    _EVENTS.append(watchdog.events.FileAttribEvent)
 _EXHAUSTED = (errno.EMFILE, errno.ENOSPC)
 POLL_INTERVAL = 1.0
 SAVED_DEBOUNCE = 0.01

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +18,7 @@ from watchdog.observers.inotify import InotifyObserver
 
 import rrd.watch
 from rrd.watch import ConfigWatcher
-from tests.helpers import eventually
+from tests.helpers import ROOT, eventually
 
 QUIET = 0.5  # long enough for the debounce and a late event, short enough to run often
 
@@ -348,3 +350,15 @@ async def test_a_save_that_raced_the_reload_is_reported_again(
     watcher.loaded(watcher.digest())
     await calls.none()
     assert calls.count == 3
+
+
+def test_a_watchdog_without_attrib_events_is_watched_all_the_same() -> None:
+    """watchdog 4 and 6 (Debian trixie's) have no FileAttribEvent; pyproject allows them."""
+    probe = (
+        "import watchdog.events, watchdog.observers, watchdog.observers.inotify\n"
+        "del watchdog.events.FileAttribEvent  # as in watchdog 4 and 6, for rrd.watch\n"
+        "import rrd.watch\n"
+        "names = [e.__name__ for e in rrd.watch._EVENTS]\n"
+        "assert 'FileModifiedEvent' in names and 'FileAttribEvent' not in names, names\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=30, cwd=ROOT)
