@@ -44,6 +44,26 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, step: float = 
         time.sleep(step)
 
 
+async def holds_for(predicate: Callable[[], object], seconds: float, step: float = 0.01) -> None:
+    """`predicate` stays true, checked all along, for `seconds`: nothing wrongly under way
+    shows up. Fails at the first moment it does not hold."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), f"stopped holding: {predicate}"
+        await asyncio.sleep(step)
+    assert predicate(), f"stopped holding: {predicate}"
+
+
+def stays(predicate: Callable[[], object], seconds: float, step: float = 0.02) -> bool:
+    """The same for synchronous tests, as a verdict: True when `predicate` held throughout."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not predicate():
+            return False
+        time.sleep(step)
+    return bool(predicate())
+
+
 def pid_alive(pid: int) -> bool:
     """True while `pid` exists and is not a zombie."""
     try:

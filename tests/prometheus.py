@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -190,16 +189,19 @@ def wait_for_query(
 ) -> list[Sample]:
     """Query `expr` until its result satisfies `predicate`; the result, or fail at the deadline
     saying what the last query and the targets were."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = prometheus.query(expr)
-        if predicate(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{expr} within {timeout}s: last {result}; targets {prometheus.targets()}"
-            )
-        time.sleep(0.1)
+    last: list[list[Sample]] = []
+
+    def satisfied() -> bool:
+        last[:] = [prometheus.query(expr)]
+        return predicate(last[0])
+
+    try:
+        wait_until(satisfied, timeout=timeout, step=0.1)
+    except AssertionError:
+        raise AssertionError(
+            f"{expr} within {timeout}s: last {last}; targets {prometheus.targets()}"
+        ) from None
+    return last[0]
 
 
 def one_series(test: Callable[[float], bool]) -> Callable[[list[Sample]], bool]:

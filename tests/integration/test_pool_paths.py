@@ -25,7 +25,7 @@ from rrd.proc import ProcessRegistry
 from rrd.protocol.control import Payload
 from rrd.worker import WorkerProcess, WorkerSpec
 from tests.fakes import settle
-from tests.helpers import eventually, pid_alive, worker_argv
+from tests.helpers import eventually, holds_for, pid_alive, worker_argv
 
 QUIET = HealthConfig(interval=0)
 FAST = RestartConfig(initial_delay=0.05, max_delay=0.2, jitter=0, max_retries=50, min_uptime=0.2)
@@ -80,8 +80,8 @@ async def settled_at(pool: Pool, size: int) -> None:
         lambda: len(serving(pool)) == size and len(live_ready(pool)) == size, timeout=15
     )
     await settle()
-    await asyncio.sleep(0.3)  # a refill or a retirement wrongly under way would show by now
-    assert len(serving(pool)) == size == len(live_ready(pool))
+    # a refill or a retirement wrongly under way would show within this
+    await holds_for(lambda: len(serving(pool)) == size == len(live_ready(pool)), 0.3)
     assert pool.status().size == size
     replies = await asyncio.gather(*(pool.exec(Payload(b"PID")) for _ in range(2 * size)))
     assert {r.worker_pid for r in replies} <= {w.pid for w in serving(pool)}
@@ -110,8 +110,7 @@ async def test_a_successor_that_dies_while_held_is_replaced_not_promoted(
         await settled_at(pool, 1)
         (new,) = serving(pool)
         assert new is not old and new is not held[0]
-        await asyncio.sleep(0.3)  # health checks run on the new worker meanwhile
-        assert serving(pool) == [new]
+        await holds_for(lambda: serving(pool) == [new], 0.3)  # health checks run on it meanwhile
 
 
 # 3. Scaling while busy, during a reset, while starts fail

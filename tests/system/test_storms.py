@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench.soak import balanced, ledger_of
-from tests.helpers import ROOT, pid_alive, wait_until
+from tests.helpers import ROOT, pid_alive, stays, wait_until
 from tests.system.conftest import config, operator
 from tests.system.test_reload import save
 from tests.system.test_signals import workers_of
@@ -54,8 +54,7 @@ def settled(tmp_path: Path, daemon: Any, *, workers: int, interval: float, scrip
 def quiet_for(daemon: Any, seconds: float, *events: str) -> bool:
     """No new `events` logged for `seconds`: whatever piled up has been done."""
     before = sum(len(daemon.events(e)) for e in events)
-    time.sleep(seconds)
-    return sum(len(daemon.events(e)) for e in events) == before
+    return stays(lambda: sum(len(daemon.events(e)) for e in events) == before, seconds)
 
 
 def ticking(daemon: Any, tmp_path: Path) -> None:
