@@ -417,23 +417,27 @@ def render_schedules(table: dict[str, list[dict[str, Any]]]) -> str:
             f"{'NAME':14}{'WHEN':28}{'NEXT':12}{'LAST TICK':18}{'LAST OUTCOME':20}LEDGER",
         ]
         for row in rows:
-            when = row.get("cron") or f"every {row['interval_s']:g}s"
+            when = schedule_when(row)
             upcoming = "paused" if row["paused"] else until(row.get("next_due"))
             last = ago(row["last_tick"]) if row.get("last_tick") else "never"
-            ticks = row["ticks"]
-            ledger = (
-                f"{ticks['due']} due: {ticks['delivered']} delivered, {ticks['failed']} "
-                f"failed, {ticks['skipped']} skipped, {ticks['in_flight']} in flight"
-            )
-            reasons = {**ticks["failed_by"], **ticks["skipped_by"]}
-            if reasons:
-                ledger += f" ({', '.join(f'{r} {n}' for r, n in reasons.items())})"
             lines.append(
                 f"{row['name']:14}{when:28}{upcoming:12}{last:18}"
-                f"{row.get('last_outcome') or '-':20}{ledger}"
+                f"{row.get('last_outcome') or '-':20}{ledger_text(row['ticks'])}"
             )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) or "no schedule"
+
+
+def ledger_text(ticks: dict[str, Any]) -> str:
+    """`61 due: 60 delivered, 0 failed, 1 skipped, 0 in flight (busy 1)`: one schedule's."""
+    text = (
+        f"{ticks['due']} due: {ticks['delivered']} delivered, {ticks['failed']} failed, "
+        f"{ticks['skipped']} skipped, {ticks['in_flight']} in flight"
+    )
+    reasons = {**ticks["failed_by"], **ticks["skipped_by"]}
+    if reasons:
+        text += f" ({', '.join(f'{r} {n}' for r, n in reasons.items())})"
+    return text
 
 
 def until(moment: float | None) -> str:
@@ -601,17 +605,15 @@ def render_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def schedule_when(schedule: dict[str, Any]) -> str:
+    return str(schedule.get("cron") or f"every {schedule['interval_s']:g}s")
+
+
 def schedule_text(schedule: dict[str, Any]) -> str:
-    """`schedule nightly (0 3 * * * in Europe/Berlin): next in 5h 2m; 3 ticks due: 3 delivered`."""
-    when = schedule.get("cron") or f"every {schedule['interval_s']:g}s"
+    """`schedule nightly (0 3 * * * in Europe/Berlin): next in 5h 2m; 3 due: 3 delivered...`."""
+    when = schedule_when(schedule)
     upcoming = "paused" if schedule["paused"] else f"next {until(schedule.get('next_due'))}"
-    ticks = schedule["ticks"]
-    text = f"schedule {schedule['name']} ({when}): {upcoming}; {ticks['due']} ticks due: "
-    text += f"{ticks['delivered']} delivered"
-    for key in ("failed", "skipped", "in_flight"):
-        if ticks[key]:
-            text += f", {ticks[key]} {key.replace('_', ' ')}"
-    return text
+    return f"schedule {schedule['name']} ({when}): {upcoming}; {ledger_text(schedule['ticks'])}"
 
 
 def probe_text(plugin: dict[str, Any], probe: str) -> str:

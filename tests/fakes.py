@@ -1,8 +1,17 @@
-"""A fake Clock: time moves only when a test says so, and sleepers wake in deadline order."""
+"""A fake Clock: time moves only when a test says so, and sleepers wake in deadline order.
+And a ticker on it, sending to a Recorder instead of a pool."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from rrd.plugins.ticker import Ticker
+from rrd.pool import Reply
+from rrd.protocol.control import Payload
 
 
 class FakeClock:
@@ -52,3 +61,55 @@ async def settle() -> None:
     """Let every ready task run until the loop is quiet."""
     for _ in range(50):
         await asyncio.sleep(0)
+
+
+class Recorder:
+    """An exec that records when each payload arrived; optionally takes a while, holds or
+    fails it."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[float, Payload]] = []
+        self.hold: asyncio.Event | None = None
+        self.duration = 0.0
+        self.fail: BaseException | None = None
+
+    async def __call__(self, payload: Payload) -> Reply:
+        self.calls.append((self.clock.monotonic(), payload))
+        if self.duration:
+            await self.clock.sleep_until(self.clock.monotonic() + self.duration)
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.fail is not None:
+            raise self.fail
+        return Reply(Payload(), worker_pid=4242)
+
+    def ticks(self) -> list[int]:
+        return [json.loads(p.body)["tick"] for _, p in self.calls]
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(p.body) for _, p in self.calls]
+
+    def contexts(self) -> list[dict[str, Any]]:
+        return [json.loads(p.context) for _, p in self.calls]
+
+
+@asynccontextmanager
+async def ticking(**options: Any) -> AsyncIterator[tuple[Ticker, Recorder, FakeClock]]:
+    """A Ticker (interval 1 s unless given) running on a FakeClock into a Recorder; at the end
+    its ticks in flight are let finish and its ledger must balance."""
+    clock = options.pop("clock", None) or FakeClock()
+    recorder = Recorder(clock)
+    ticker = Ticker(recorder, interval=options.pop("interval", 1.0), clock=clock, **options)
+    task = asyncio.create_task(ticker.run())
+    await settle()
+    try:
+        yield ticker, recorder, clock
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if recorder.hold is not None:
+            recorder.hold.set()
+        await clock.advance(3600)  # wakes execs still sleeping on the fake clock
+        await ticker.drain()
+        assert ticker.ledger.balanced, ticker.ledger.snapshot()

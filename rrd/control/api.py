@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from rrd.control.commands import Command, Request
 from rrd.fsm import ROADRUNNER_STATES
@@ -120,11 +120,12 @@ class OperatorApi:
     def status(self) -> dict[str, Any]:
         """`rrd status`: the daemon's status, each plugin with its health and readiness."""
         report = self.core.status()
+        state = self.core.state_name
         for name, plugin in report.get("plugins", {}).items():
             if "pool" not in plugin:
                 continue
-            for probe in ("health", "ready"):
-                _, (verdict,) = self.probe(probe, [name])
+            for probe in get_args(Probe):  # judged on this very report, not a new one
+                verdict = judge(probe, name, plugin["pool"], daemon=state, unavailable=503)
                 plugin[probe] = {"status_code": verdict.status_code, "error": verdict.error_message}
         return report
 

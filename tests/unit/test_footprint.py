@@ -32,6 +32,10 @@ HEAVY = (
     "_hashlib",  # OpenSSL's libcrypto, 2 MiB
     "watchdog",  # only when watching
     "systemd",  # python3-systemd: only when the journal is the log's target
+    "zoneinfo",  # and sysconfig, 0.7 MiB: only for a schedule with a timezone or cron
+    "sysconfig",
+    "tempfile",  # the ticker's state writes only
+    "croniter",
     "fractions",  # and decimal: config units are exact on integers, 0.5 MiB
     "decimal",
     "logging.handlers",  # and pickle: rrd's log queue handler is its own, 0.5 MiB

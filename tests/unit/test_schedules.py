@@ -5,7 +5,6 @@ and run-now, the payload a worker sees, and the ledger balancing at every moment
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,54 +19,16 @@ from rrd.errors import AllocateTimeout, ConfigError, PoolClosed
 from rrd.plugins.ticker import TickerConfig
 from rrd.plugins.ticker.schedule import Policy, Ticker
 from rrd.plugins.ticker.when import CronTimes, IntervalTimes
-from rrd.pool import Reply
-from rrd.protocol.control import Payload
-from tests.fakes import FakeClock, settle
+from tests.fakes import FakeClock, Recorder, settle, ticking
 
 UTC = ZoneInfo("UTC")
 
 
-class Recorder:
-    """An exec that records each payload and when it arrived; optionally holds or fails."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.calls: list[tuple[float, Payload]] = []
-        self.hold: asyncio.Event | None = None
-        self.fail: BaseException | None = None
-
-    async def __call__(self, payload: Payload) -> Reply:
-        self.calls.append((self.clock.monotonic(), payload))
-        if self.hold is not None:
-            await self.hold.wait()
-        if self.fail is not None:
-            raise self.fail
-        return Reply(Payload(), worker_pid=4242)
-
-    def contexts(self) -> list[dict[str, Any]]:
-        return [json.loads(p.context) for _, p in self.calls]
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(p.body) for _, p in self.calls]
-
-
 @asynccontextmanager
 async def running(**options: Any) -> AsyncIterator[tuple[Ticker, Recorder, FakeClock]]:
-    clock = options.pop("clock", None) or FakeClock()
-    recorder = Recorder(clock)
-    ticker = Ticker(recorder, clock=clock, name="job", named=True, **options)
-    task = asyncio.create_task(ticker.run())
-    await settle()
-    try:
-        yield ticker, recorder, clock
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        if recorder.hold is not None:
-            recorder.hold.set()
-        await clock.advance(0)
-        await ticker.drain()
-        assert ticker.ledger.balanced
+    """A named schedule, `job`, on a fake clock."""
+    async with ticking(name="job", named=True, **options) as running_ticker:
+        yield running_ticker
 
 
 def skipped(ticker: Ticker) -> dict[str, int]:

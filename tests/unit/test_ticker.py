@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,58 +16,13 @@ from rrd.config import load_config
 from rrd.errors import ConfigError, ExecTimeout, NoWorkers, SoftJobError, WorkerCrashed
 from rrd.plugins.base import PluginContext
 from rrd.plugins.ticker import (
-    Ticker,
     TickerConfig,
     TickerPlugin,
     failure_reason,
 )
-from rrd.pool import Reply
 from rrd.proc import ProcessRegistry
-from rrd.protocol.control import Payload
 from rrd.server import Server
-from tests.fakes import FakeClock, settle
-
-
-class Recorder:
-    """An exec that records when each payload arrived; optionally holds or fails it."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.calls: list[tuple[float, Payload]] = []
-        self.hold: asyncio.Event | None = None
-        self.duration = 0.0
-        self.fail: BaseException | None = None
-
-    async def __call__(self, payload: Payload) -> Reply:
-        self.calls.append((self.clock.monotonic(), payload))
-        if self.duration:
-            await self.clock.sleep_until(self.clock.monotonic() + self.duration)
-        if self.hold is not None:
-            await self.hold.wait()
-        if self.fail is not None:
-            raise self.fail
-        return Reply(Payload(), worker_pid=4242)
-
-    def ticks(self) -> list[int]:
-        return [json.loads(p.body)["tick"] for _, p in self.calls]
-
-
-@asynccontextmanager
-async def ticking(**options: Any) -> AsyncIterator[tuple[Ticker, Recorder, FakeClock]]:
-    clock = FakeClock()
-    recorder = Recorder(clock)
-    ticker = Ticker(recorder, interval=options.pop("interval", 1.0), clock=clock, **options)
-    task = asyncio.create_task(ticker.run())
-    await settle()
-    try:
-        yield ticker, recorder, clock
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        if recorder.hold is not None:
-            recorder.hold.set()
-        await clock.advance(3600)  # wakes execs still sleeping on the fake clock
-        await ticker.drain()
+from tests.fakes import FakeClock, settle, ticking
 
 
 async def test_ticks_fall_due_at_t0_plus_k_intervals() -> None:

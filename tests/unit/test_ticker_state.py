@@ -22,9 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rrd.plugins.ticker import state as state_module
+from rrd.plugins.ticker.config import default_state_dir
 from rrd.plugins.ticker.state import (
     TickState,
-    default_state_dir,
     encode_state,
     parse_state,
     state_path,

@@ -18,7 +18,7 @@ import os
 import random
 import socket
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rrd.config import ReloadPlan
 from rrd.errors import RrdError
@@ -28,12 +28,16 @@ from rrd.plugins.ticker.config import (
     DEFAULT_SCHEDULE,
     ScheduleConfig,
     TickerConfig,
+    default_state_dir,
 )
 from rrd.plugins.ticker.ledger import TickLedger
 from rrd.plugins.ticker.schedule import Policy, Ticker, failure_reason
 from rrd.pool import Pool
 from rrd.stats import LATENESS_SECONDS, Histogram
 from rrd.worker import WorkerInfo
+
+if TYPE_CHECKING:
+    from rrd.plugins.ticker.state import TickState
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -67,7 +71,7 @@ class TickerPlugin(Plugin):
         self.retired: list[Ticker] = []
         """Schedules a reload removed: their ticks still count, and may still be in flight."""
         self.lateness_seconds = Histogram(LATENESS_SECONDS)
-        self.state: Any = None
+        self.state: TickState | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -84,7 +88,7 @@ class TickerPlugin(Plugin):
             clock=self.ctx.clock,
         )
         await pool.start()
-        directory = self.config.state_dir or _state_directory()
+        directory = self.config.state_dir or default_state_dir(os.environ)
         if directory:
             from rrd.plugins.ticker.state import TickState
 
@@ -345,12 +349,6 @@ class TickerPlugin(Plugin):
             "exec_duration_seconds": self.pool.exec_seconds,
             "tick_lateness_seconds": self.lateness_seconds,
         }
-
-
-def _state_directory() -> str | None:
-    from rrd.plugins.ticker.state import default_state_dir
-
-    return default_state_dir(os.environ)
 
 
 def _retimed(

@@ -1,19 +1,19 @@
 """The `ticker` section: the default schedule (`interval`, as RoadRunner's), and named ones.
 
-Room: plugins (ticker). Imports config, errors and the ticker's `when` (to check a cron
-expression and a timezone where they are written, with their line).
+Room: plugins (ticker). Imports config and errors, and the ticker's `when` only to check a
+cron expression or a timezone that is written (at its line).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from rrd.config import Duration, PoolConfig, setting
 from rrd.errors import ConfigError
-from rrd.plugins.ticker.when import check_cron, parse_timezone
 
 DEFAULT_INTERVAL = 1.0
 MIN_INTERVAL = 0.001
@@ -21,6 +21,13 @@ MIN_INTERVAL = 0.001
 
 DEFAULT_SCHEDULE = "default"
 """The name of the schedule `ticker.interval` makes; a named schedule may not take it."""
+
+
+def default_state_dir(environ: Mapping[str, str]) -> str | None:
+    """systemd's `StateDirectory=` ($STATE_DIRECTORY, the first of its ':'-separated paths), or
+    None: no persistence."""
+    first = environ.get("STATE_DIRECTORY", "").split(":", 1)[0]
+    return first or None
 
 
 def _tick_interval(seconds: float) -> None:
@@ -55,7 +62,18 @@ def _state_dir(path: str) -> None:
             raise ValueError(f"cannot keep the last ticks in {path}: {problem}")
 
 
+def _cron(text: str) -> None:
+    if text:
+        from rrd.plugins.ticker.when import check_cron  # croniter only for a cron schedule
+
+        check_cron(text)
+
+
 def _timezone(name: str) -> None:
+    if not name:
+        return
+    from rrd.plugins.ticker.when import parse_timezone
+
     parse_timezone(name)  # ValueError, with the message, for a name zoneinfo does not know
 
 
@@ -74,7 +92,7 @@ class ScheduleConfig:
         "",
         "A cron expression: five fields (minute hour day month weekday), six with seconds as "
         "the last, or @hourly, @daily, @weekly, @monthly, @yearly; give this or `interval`.",
-        check=lambda text: check_cron(text) if text else None,
+        check=_cron,
     )
     timezone: str = setting(
         "",
@@ -201,7 +219,7 @@ class TickerConfig:
 
     def __post_init__(self) -> None:
         catching_up = [name for name, s in self.schedules.items() if s.catch_up != "none"]
-        if catching_up and not (self.state_dir or os.environ.get("STATE_DIRECTORY")):
+        if catching_up and not (self.state_dir or default_state_dir(os.environ)):
             raise ConfigError(
                 f"schedule {', '.join(catching_up)} asks for catch_up, which needs to know when "
                 "the last tick was: set ticker.state_dir (or run under systemd with "

@@ -42,6 +42,8 @@ CRON_STEP = 1.0
 CATCH_UP_CHUNK = 1000
 """Cron times counted per step after a long stall, before yielding to the loop."""
 
+_SKIPPED = "skipped {n} ticks ({reason})"
+
 ExecPayload = Callable[[Payload], Awaitable[Reply]]
 TickRecorder = Callable[[str, float], None]
 
@@ -236,36 +238,32 @@ class Ticker:
         newest or sent each; then the newest is sent (`due`: its moment on the monotonic
         clock, for its lateness)."""
         if late:
-            self._skip("late", late, "the loop or the host fell behind; skipped {n} ticks")
+            message = "the loop or the host fell behind; skipped {n} ticks"
+            self._skip("late", late, message, logging.WARNING)
         if self.paused:
-            self._skip("paused", older + newest_in_grace, "")
+            self._skip("paused", older + newest_in_grace, _SKIPPED)
             return
         if older and self.policy.coalesce:
-            self._skip("coalesced", older, "")
+            self._skip("coalesced", older, _SKIPPED)
             older = 0
         for _ in range(older):
             self.fire(due)
         if newest_in_grace:
             self.fire(due)
 
-    def _skip(self, reason: str, count: int, warning: str) -> None:
+    def _skip(self, reason: str, count: int, message: str, level: int = logging.INFO) -> None:
+        """`count` ticks due and not run, for `reason`: counted, and said once."""
         if count <= 0:
             return
         self.ledger.skip(reason, count)
         if reason in ("late", "busy"):
             self.last_outcome = f"skipped: {reason}"
-        fields: dict[str, Any] = {
-            "event": "ticker.skipped",
-            "reason": reason,
-            "count": count,
-            "plugin": "ticker",
-        }
-        if self.named:
-            fields["schedule"] = self.name
-        if warning:
-            log.warning(warning.format(n=count), extra=fields)
-        else:
-            log.info(f"skipped {count} ticks ({reason})", extra=fields)
+        extra = {"event": "ticker.skipped", "reason": reason, "count": count, **self._fields()}
+        log.log(level, message.format(n=count, reason=reason), extra=extra)
+
+    def _fields(self) -> dict[str, Any]:
+        """What every log record of this schedule carries."""
+        return {"plugin": "ticker", "schedule": self.name} if self.named else {"plugin": "ticker"}
 
     def fire(self, due: float | None = None, *, manual: bool = False) -> bool:
         """Send one tick now, unless max_in_flight ticks already run (then it is skipped as
@@ -273,18 +271,7 @@ class Ticker:
         RoadRunner's does; the context's `k` is the due index, so a worker sees a skip as a
         gap in k."""
         if not manual and len(self._in_flight) >= self.limit:
-            self.ledger.skip("busy")
-            self.last_outcome = "skipped: busy"
-            log.info(
-                "the previous tick still runs; skipped one",
-                extra={
-                    "event": "ticker.skipped",
-                    "reason": "busy",
-                    "count": 1,
-                    "plugin": "ticker",
-                    **({"schedule": self.name} if self.named else {}),
-                },
-            )
+            self._skip("busy", 1, "the previous tick still runs; skipped one")
             return False
         tick = self.ledger.sent
         self.ledger.send(manual=manual)
@@ -321,9 +308,7 @@ class Ticker:
         began = self.clock.monotonic()
         if due is not None:
             self.lateness_seconds.observe(began - due if began > due else 0.0)
-        fields: dict[str, Any] = {"plugin": "ticker", "tick": tick}
-        if self.named:
-            fields["schedule"] = self.name
+        fields = {**self._fields(), "tick": tick}
         try:
             reply = await self.exec_payload(payload)
         except AllocateTimeout as exc:

@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import stat
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -40,13 +39,6 @@ DEFAULT_MIN_INTERVAL = 1.0
 MAX_FILE_BYTES = 16 << 20
 """A longer file is not ours (a schedule costs ~50 bytes): set aside unread."""
 TEMP_SUFFIX = ".tmp"
-
-
-def default_state_dir(environ: Mapping[str, str]) -> str | None:
-    """systemd's `StateDirectory=` ($STATE_DIRECTORY, the first of its ':'-separated paths), or
-    None: no persistence."""
-    first = environ.get("STATE_DIRECTORY", "").split(":", 1)[0]
-    return first or None
 
 
 def state_path(directory: str, plugin: str) -> str:
@@ -111,6 +103,8 @@ def write_state(path: str, data: bytes) -> None:
     """Replace `path` by `data` atomically: a reader, or a crash, sees the old file or the new
     one whole. Blocks: call it in a thread."""
     directory, name = os.path.split(path)
+    import tempfile  # here: its imports (random, shutil) cost 0.7 MiB of a daemon keeping no state
+
     fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMP_SUFFIX, dir=directory or ".")
     try:
         try:

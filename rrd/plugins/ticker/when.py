@@ -20,8 +20,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 MACROS = {
     "@hourly": "0 * * * *",
@@ -51,6 +53,9 @@ _ONE_SECOND = timedelta(seconds=1)
 
 def parse_timezone(name: str) -> ZoneInfo:
     """The zone named NAME in IANA's database; "" is the host's zone (UTC if it has none)."""
+    # Imported here: zoneinfo brings sysconfig (0.7 MiB), which a config without one spares.
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     if name == "":
         return _host_timezone(os.environ.get("TZ"), _LOCALTIME)
     try:
@@ -62,6 +67,8 @@ def parse_timezone(name: str) -> ZoneInfo:
 
 def _host_timezone(tz_env: str | None, localtime: Path) -> ZoneInfo:
     """The zone TZ names if it is a valid key, else /etc/localtime's, else UTC."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     if tz_env:
         key = tz_env.removeprefix(":")
         try:
