@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench soak man test-systemd clean
+.PHONY: run test lint bench soak man deb test-systemd clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "rrd needs Python >= 3.11")'
@@ -47,9 +47,16 @@ soak: $(STAMP)
 man: $(STAMP)
 	$(PY) tools/man.py man
 
-# rrd under a real systemd (257, in a Debian 13 root booted with systemd-nspawn); needs root.
+# dist/rrd_<version>_all.deb, built in a Debian 13 root (trixie's debhelper, dh-python and
+# Python), then checked by lintian; needs root.
+deb:
+	bash tools/make-deb.sh
+
+# rrd under a real systemd (257, in a Debian 13 root booted with systemd-nspawn): the package of
+# `make deb` installed with apt into a fresh root, then started, reloaded, crashed, upgraded,
+# removed and purged; needs root.
 test-systemd: $(STAMP)
 	bash tests/systemd/run.sh
 
 clean:
-	rm -rf $(VENV) bench/.peers build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench/.peers build dist *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

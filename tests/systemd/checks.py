@@ -1,8 +1,9 @@
 """The checks of the systemd stage: rrd.service under a real systemd, driven from the host.
 
-Run by tests/systemd/run.sh once the container has booted and rrd is installed in it (with
-python3-systemd visible to it, as Debian's package gives it); stdlib only, run by the host's
-Python. rrd's log reaches the journal as entries with fields (EVENT, PLUGIN, WORKER_PID...), which
+Run by tests/systemd/run.sh once the container has booted, with the package's path in it: the
+checks install it with apt (P1) and end by removing, purging and installing it again (P4-P6);
+the numbered checks between run against the packaged unit, with a drop-in of quicker timings and
+/etc/rrd/rr.yaml edited to the checks' config (P2). Stdlib only, run by the host's Python. rrd's log reaches the journal as entries with fields (EVENT, PLUGIN, WORKER_PID...), which
 the checks read rather than parsing lines. Every command runs inside the container through
 `nsenter -t LEADER -a`, with a clean environment and a timeout. Each check prints `PASS name`
 or `FAIL name: why`; a failed check never stops the next one. The counts go to --counts.
@@ -22,7 +23,8 @@ from typing import Any
 UNIT = "rrd.service"
 CONFIG = "/etc/rrd/rr.yaml"
 WORKER = "/usr/lib/rrd-test/ticker_worker.py"
-UNITS_DIR = "/root/rrd-units"  # the shipped units, as they are in contrib/systemd
+UNITS_DIR = "/usr/lib/systemd/system"  # where the package put the shipped units
+PYTHON = "/usr/bin/python3"  # Debian's, which the package depends on
 BOOT_DELAY = 0.3  # seconds each worker takes to start: a reset of 2 takes at least 0.6s
 ENV = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "SYSTEMD_PAGER="]
 
@@ -47,7 +49,7 @@ class Failed(Exception):
 def config(interval: str = "200ms", grandchild: bool = False) -> str:
     return f"""version: "3"
 server:
-  command: "/opt/rrd/bin/python3 {WORKER}"
+  command: "{PYTHON} {WORKER}"
   env:
     RRD_TEST_GRANDCHILD: "{1 if grandchild else 0}"
     RRD_TEST_BOOT_DELAY: "{BOOT_DELAY}"
@@ -70,7 +72,7 @@ ticker:
 
 BROKEN = """version: "3"
 server:
-  command: "/opt/rrd/bin/python3 /usr/lib/rrd-test/ticker_worker.py"
+  command: "/usr/bin/python3 /usr/lib/rrd-test/ticker_worker.py"
 ticker:
   interval: [not a duration
 """
@@ -151,6 +153,37 @@ class Container:
         """The shell's kill (minbase Debian has no /bin/kill: that is procps)."""
         self.ok("sh", "-c", f'kill -{signal} "$1"', "sh", str(pid))
 
+    def apt(self, *args: str, recommends: bool = True, timeout: float = 600) -> str:
+        """apt-get as an admin runs it, without questions (a conffile edited here is kept);
+        the root's package lists may be days old: on a failed download, update and retry."""
+        argv = [
+            "apt-get", "-y", "-q",
+            "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
+        ]  # fmt: skip
+        if not recommends:
+            argv.append("--no-install-recommends")
+        argv.extend(args)
+        env = ("DEBIAN_FRONTEND=noninteractive",)
+        done = self.run(*argv, timeout=timeout, env=env)
+        if done.returncode != 0 and "Failed to fetch" in done.stdout + done.stderr:
+            self.ok("apt-get", "update", "-q", timeout=timeout)
+            done = self.run(*argv, timeout=timeout, env=env)
+        if done.returncode != 0:
+            raise Failed(
+                f"`apt-get {' '.join(args)}` exited {done.returncode}: "
+                f"{(done.stderr + done.stdout).strip()[-800:]}"
+            )
+        return done.stdout
+
+    def uids_running(self) -> dict[int, int]:
+        """Every process in the container (but PID 1's own): pid -> real uid."""
+        out = self.ok(
+            "sh", "-c", 'for s in /proc/[0-9]*/status; do p=${s#/proc/}; '
+            'u=$(sed -n "s/^Uid:[[:space:]]*\\([0-9]*\\).*/\\1/p" "$s" 2>/dev/null) && '
+            '[ -n "$u" ] && echo "${p%/status} $u"; done; true',
+        )  # fmt: skip
+        return {int(p): int(u) for p, u in (line.split() for line in out.splitlines())}
+
     def write_config(self, text: str) -> None:
         """An editor's atomic save: a temporary file in the same directory, renamed over."""
         self.ok(
@@ -204,8 +237,9 @@ def wait_until(what: str, predicate: Callable[[], Any], timeout: float, every: f
 
 
 class Stage:
-    def __init__(self, box: Container) -> None:
+    def __init__(self, box: Container, deb: str) -> None:
         self.box = box
+        self.deb = deb  # the package, inside the container
         self.passed = 0
         self.failed = 0
         self.main_pids: set[int] = set()  # every MainPID rrd had: its journal lines are checked
@@ -247,8 +281,100 @@ class Stage:
         self.main_pids.add(int(state["MainPID"]))
         return state
 
+    def ticks_delivered(self) -> int:
+        return int(self.box.status()["plugins"]["ticker"]["ticks"]["delivered"])
+
+    def uid_of(self, user: str) -> int:
+        return int(self.box.ok("getent", "passwd", user).split(":")[2])
+
+    # P1
+    def apt_install(self) -> str:
+        """`apt install ./rrd_*.deb` into a root without Python: apt brings rrd's python3-*
+        dependencies from Debian; the package makes the user rrd, enables and starts the unit
+        on the config it ships, whose example worker then ticks."""
+        began = time.monotonic()
+        said = self.box.apt("install", self.deb, timeout=900)
+        took = time.monotonic() - began
+        added = re.search(r"(\d+) newly installed", said)
+        enabled = self.box.run("systemctl", "is-enabled", UNIT).stdout.strip()
+        if enabled != "enabled":
+            raise Failed(f"after the install the unit is {enabled!r}, not enabled")
+        state = wait_until("the installed unit serving 2/2 workers", self.serving, 30)
+        pid = int(state["MainPID"])
+        uid = self.uid_of("rrd")
+        running_as = self.box.ok("sed", "-n", "s/^Uid:[[:space:]]*\\([0-9]*\\).*/\\1/p",
+                                 f"/proc/{pid}/status").strip()  # fmt: skip
+        if int(running_as) != uid:
+            raise Failed(f"rrd {pid} runs as uid {running_as}, not the user rrd ({uid})")
+        delivered = wait_until("ticks delivered", lambda: self.ticks_delivered() >= 2, 10)
+        assert delivered
+        # As the README says an operator asks: as root, without RUNTIME_DIRECTORY.
+        plain = self.box.run("rrd", "status", "-c", CONFIG)
+        if plain.returncode != 0 or "ticker" not in plain.stdout:
+            raise Failed(f"`rrd status -c {CONFIG}` as root: {plain.stderr or plain.stdout}")
+        files = set(self.box.ok("dpkg", "-L", "rrd").split())
+        wanted = {
+            "/usr/bin/rrd", "/usr/lib/systemd/system/rrd.service",
+            "/usr/lib/systemd/system/rrd@.service", "/usr/lib/sysusers.d/rrd.conf",
+            "/usr/share/man/man8/rrd.8.gz", "/usr/share/man/man5/rr.yaml.5.gz",
+            "/usr/share/doc/rrd/README.md.gz", "/usr/share/doc/rrd/copyright",
+            "/usr/share/rrd/examples/ticker_app.py", CONFIG,
+        }  # fmt: skip
+        if wanted - files:
+            raise Failed(f"the package lacks {sorted(wanted - files)}")
+        conffiles = self.box.ok("dpkg-query", "-W", "-f=${Conffiles}", "rrd")
+        if CONFIG not in conffiles:
+            raise Failed(f"{CONFIG} is not a conffile: {conffiles!r}")
+        recommended = self.box.run("dpkg-query", "-W", "-f=${Status}", "python3-systemd")
+        if "install ok installed" not in recommended.stdout:
+            raise Failed("python3-systemd (Recommends) was not installed")
+        warnings = [
+            text(e.get("MESSAGE"))
+            for e in self.box.journal()
+            if e.get("SYSLOG_IDENTIFIER") == "rrd" and int(e.get("PRIORITY", 6)) <= 4
+        ]
+        if warnings:
+            raise Failed(f"rrd warned on the shipped config: {warnings}")
+        return (
+            f"apt installed rrd and {int(added[1]) - 1 if added else '?'} other packages in "
+            f"{took:.1f}s; enabled, active as user rrd (uid {uid}), "
+            f"{state['StatusText']!r}, ticks delivered"
+        )
+
+    # P2
+    def edit_and_reload(self) -> str:
+        """The admin's path: edit /etc/rrd/rr.yaml (here to the checks' config: their worker,
+        200ms ticks, probes and metrics), then `systemctl reload rrd`."""
+        pid = self.main_pid()
+        before = self.box.workers()
+        self.box.write_config(config())
+        began = time.monotonic()
+        self.box.ok("systemctl", "reload", UNIT, timeout=60)
+        took = time.monotonic() - began
+
+        def applied() -> set[int]:
+            report = self.box.status()
+            ticker = report["plugins"]["ticker"]
+            if ticker.get("interval_s") != 0.2 or ticker["pool"]["ready"] + ticker["pool"][
+                    "busy"] != 2:  # fmt: skip
+                return set()
+            workers = self.box.workers()
+            commands = {w: self.box.ok("cat", f"/proc/{w}/cmdline") for w in workers}
+            return workers if all(WORKER in c for c in commands.values()) else set()
+
+        after = wait_until("the edited config serving", applied, 15)
+        if after & before:
+            raise Failed(f"workers {sorted(after & before)} of the old config still serve")
+        if self.main_pid() != pid:
+            raise Failed(f"rrd restarted ({pid} -> {self.main_pid()}) instead of reloading")
+        return f"`systemctl reload` returned in {took:.2f}s; workers {sorted(before)} -> " + str(
+            sorted(after)
+        )
+
     # 1
     def start(self) -> str:
+        if self.box.prop("ActiveState") == "active":  # as the package left it: start afresh
+            self.box.ok("systemctl", "stop", UNIT, timeout=120)
         began = time.monotonic()
         self.box.ok("systemctl", "start", UNIT, timeout=60)
         took = time.monotonic() - began
@@ -434,6 +560,101 @@ class Stage:
             f"grandchildren {sorted(left)}"
         )
 
+    # P3
+    def reinstall(self) -> str:
+        """The upgrade path: apt installs the same package again; the postinst restarts the
+        unit (dh_installsystemd: the old rrd is stopped gracefully, the new one started), and
+        the edited conffile is kept."""
+        if self.box.prop("ActiveState") != "active":
+            self.box.ok("systemctl", "start", UNIT, timeout=60)
+        pid = wait_until("the unit serving", self.serving, 30) and self.main_pid()
+        procs = set(self.box.unit_processes())
+        cursor = self.box.cursor()
+        began = time.monotonic()
+        self.box.apt("install", "--reinstall", self.deb)
+        took = time.monotonic() - began
+        state = wait_until("a new rrd serving", lambda: self.serving(pid), 30)
+        left = self.box.alive(procs)
+        if left:
+            raise Failed(f"processes of the old rrd outlived the upgrade: {sorted(left)}")
+        said = self.box.systemd_says(cursor)
+        bad = [m for m in said if "Killing process" in m or "Failed with result" in m]
+        if bad:
+            raise Failed(f"the restart was not clean; systemd said: {bad}")
+        stopped = [e for e in self.box.events("daemon.stopped", cursor) if int(e["_PID"]) == pid]
+        if not stopped or stopped[-1].get("EXIT_CODE") != "0":
+            raise Failed(f"rrd {pid} did not stop gracefully: {stopped}")
+        if self.box.ok("cat", CONFIG) != config():
+            raise Failed(f"the upgrade did not keep the edited {CONFIG}")
+        return (
+            f"apt took {took:.1f}s; rrd {pid} stopped (exit 0) and {state['MainPID']} serves; "
+            f"the old {len(procs)} processes are gone; the edited config was kept"
+        )
+
+    # P4
+    def remove(self) -> str:
+        """`apt remove rrd`: the unit is stopped and not a process of it, or of the user rrd,
+        is left; the config stays (as remove keeps conffiles), the program goes."""
+        if self.box.prop("ActiveState") != "active":
+            self.box.ok("systemctl", "start", UNIT, timeout=60)
+        pid = wait_until("the unit serving", self.serving, 30) and self.main_pid()
+        procs = set(self.box.unit_processes())
+        uid = self.uid_of("rrd")
+        self.box.apt("remove", "rrd")
+        state = self.box.show("ActiveState", "LoadState")
+        if state.get("ActiveState") != "inactive":
+            raise Failed(f"after apt remove the unit is {state}")
+        left = self.box.alive(procs)
+        theirs = {p for p, u in self.box.uids_running().items() if u == uid}
+        if left or theirs:
+            raise Failed(f"left running: {sorted(left | theirs)}")
+        if self.box.run("test", "-e", "/usr/bin/rrd").returncode == 0:
+            raise Failed("/usr/bin/rrd is still there")
+        if self.box.run("test", "-f", CONFIG).returncode != 0:
+            raise Failed(f"apt remove took {CONFIG} (only purge may)")
+        return (
+            f"rrd {pid} and its {len(procs) - 1} workers gone, no process of uid {uid}; unit "
+            f"{state['LoadState']}; {CONFIG} kept"
+        )
+
+    # P5
+    def purge(self) -> str:
+        """`apt purge rrd`: the config and the state go; the user rrd stays (Debian's way:
+        files elsewhere may still carry its uid)."""
+        state_dir = self.box.run("test", "-d", "/var/lib/private/rrd").returncode == 0
+        self.box.apt("purge", "rrd")
+        left = [
+            path
+            for path in ("/etc/rrd", "/var/lib/private/rrd", "/var/lib/rrd")
+            if self.box.run("test", "-e", path).returncode == 0
+        ]
+        if left:
+            raise Failed(f"apt purge left {left}")
+        status = self.box.run("dpkg-query", "-W", "-f=${Status}", "rrd").stdout
+        if "not-installed" not in status and status:
+            raise Failed(f"dpkg still knows rrd: {status!r}")
+        return (
+            f"{CONFIG} and {'the state in /var/lib/private/rrd' if state_dir else 'no state'} "
+            f"removed; user rrd kept (uid {self.uid_of('rrd')})"
+        )
+
+    # P6
+    def autopkgtest(self) -> str:
+        """The package again, on a purged system (a fresh config), then its autopkgtest
+        (debian/tests) with autopkgtest's null runner, here, beside the running service."""
+        self.box.apt("install", self.deb)
+        wait_until("the reinstalled unit serving", self.serving, 30)
+        if "/usr/share/rrd/examples/ticker_app.py" not in self.box.ok("cat", CONFIG):
+            raise Failed(f"after a purge, the install did not bring back the shipped {CONFIG}")
+        self.box.apt("install", "autopkgtest", recommends=False)
+        done = self.box.run("autopkgtest", self.deb, "/root/rrd-src", "--", "null", timeout=600)
+        out = done.stdout + done.stderr
+        result = re.findall(r"^(serve-example)\s+(\S+)", out, re.M)
+        if done.returncode != 0 or result != [("serve-example", "PASS")]:
+            raise Failed(f"autopkgtest exited {done.returncode}: {out.strip()[-1500:]}")
+        said = re.search(r"^ok: .*$", out, re.M)
+        return f"autopkgtest: serve-example PASS ({said[0] if said else ''})"
+
     # 8
     def stop(self) -> str:
         pid = self.main_pid()
@@ -462,7 +683,7 @@ class Stage:
         families, its dynamic user): what a kubelet and Prometheus get."""
 
         def get(port: int, path: str) -> tuple[int, str]:
-            out = self.box.ok("/opt/rrd/bin/python3", "-c", FETCH, f"http://127.0.0.1:{port}{path}")
+            out = self.box.ok(PYTHON, "-c", FETCH, f"http://127.0.0.1:{port}{path}")
             code, _, body = out.partition("\n")
             return int(code), body
 
@@ -574,7 +795,7 @@ class Stage:
             unit = f"rrd-check-{kind}-{time.monotonic_ns()}.service"
             self.box.ok(
                 "systemd-run", f"--unit={unit}", "--wait", "--quiet",
-                "/opt/rrd/bin/python3", "-c", script, kind, path, timeout=60,
+                PYTHON, "-c", script, kind, path, timeout=60,
             )  # fmt: skip
 
             def logged(unit: str = unit) -> list[dict[str, Any]]:
@@ -638,7 +859,7 @@ class Stage:
             raise Failed(f"systemd-analyze verify (exit {done.returncode}) said: {output}")
         # The systemd-252 drop-in parses too (a minbase root has no /bin/kill: that is procps).
         done = self.box.run(
-            "systemd-analyze", "verify", "--man=no", f"{UNITS_DIR}-252/rrd.service", timeout=60
+            "systemd-analyze", "verify", "--man=no", "/root/rrd-units-252/rrd.service", timeout=60
         )
         complaints = [
             line
@@ -665,13 +886,16 @@ def main() -> int:
     parser.add_argument("--print-config", action="store_true", help="print the test config")
     parser.add_argument("--leader", type=int, help="the container's PID 1, as the host sees it")
     parser.add_argument("--counts", help="file to write 'PASSED FAILED' to")
+    parser.add_argument("--deb", help="the package to install, as a path inside the container")
     args = parser.parse_args()
     if args.print_config:
         print(config(), end="")
         return 0
-    if not args.leader or not args.counts:
-        parser.error("--leader and --counts are needed")
-    stage = Stage(Container(args.leader))
+    if not args.leader or not args.counts or not args.deb:
+        parser.error("--leader, --counts and --deb are needed")
+    stage = Stage(Container(args.leader), args.deb)
+    stage.check("P1 apt-install-starts", stage.apt_install)
+    stage.check("P2 edit-config-and-reload", stage.edit_and_reload)
     stage.check("1 start-ready", stage.start)
     stage.check("2 reload-replaces-workers", stage.reload)
     stage.check("3 atomic-save-reload-notify", stage.file_reload)
@@ -680,11 +904,15 @@ def main() -> int:
     stage.check("5 watchdog-restart", stage.watchdog)
     stage.check("6 kill9-leaves-nothing", stage.kill9)
     stage.check("13 probes-and-metrics", stage.probes_and_metrics)
+    stage.check("P3 reinstall-restarts", stage.reinstall)
     stage.check("8 stop-success", stage.stop)
     stage.check("7 journal-entries", stage.journal_entries)
     stage.check("9 lint-units", stage.lint)
     stage.check("10 bad-config-at-start", stage.bad_config_at_start)
     stage.check("12 journal-without-python3-systemd", stage.journal_without_python3_systemd)
+    stage.check("P4 apt-remove-leaves-nothing", stage.remove)
+    stage.check("P5 apt-purge-removes-config", stage.purge)
+    stage.check("P6 autopkgtest", stage.autopkgtest)
     with open(args.counts, "w") as counts:
         counts.write(f"{stage.passed} {stage.failed}\n")
     return 1 if stage.failed else 0
