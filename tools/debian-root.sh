@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Debian 13 roots for `make deb` (tools/make-deb.sh) and `make test-systemd`
 # (tests/systemd/run.sh), sourced by both: one way to build, cache, check and throw away a root.
 #
@@ -41,7 +42,7 @@ in_root() {
 
 # Complete (debootstrap finished), every listed package installed, and apt's package lists
 # present (so that `apt install ./rrd.deb` resolves dependencies without a download first).
-# shellcheck disable=SC2016 # ${Status} is dpkg-query's, not the shell's
+# shellcheck disable=SC2016,SC2086 # ${Status} is dpkg-query's; the list is one package per word
 root_ok() {
     local root=$1 include=$2
     [ -f "$root/.rrd-root-complete" ] &&
@@ -80,6 +81,7 @@ cached_root() {
     fi
     flock -u 9
     exec 9>&-
+    # shellcheck disable=SC2034 # the caller's
     ROOT_CACHE=$cache
 }
 
@@ -90,12 +92,14 @@ throwaway_root() {
     mkdir -p "$work/upper" "$work/overlay-work" "$work/root"
     if mount -t overlay overlay \
         -o "lowerdir=$cache,upperdir=$work/upper,workdir=$work/overlay-work" "$work/root" 2>/dev/null; then
+        # shellcheck disable=SC2034 # the caller's
         MERGED=$work/root
         say "throwaway root: an overlay of the cache"
     else
         cp -a --reflink=auto "$cache/." "$work/root/" || fail "cannot copy $cache"
         say "throwaway root: a copy of the cache (no overlayfs here)"
     fi
+    # shellcheck disable=SC2034 # the caller's
     ROOT=$work/root
 }
 
@@ -115,6 +119,5 @@ copy_checkout() {
 
 # The version the package gets: pyproject's (debian/changelog must agree; the build checks).
 package_version() {
-    python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
-        "$1/pyproject.toml"
+    sed -n 's/^version = "\([^"]*\)"$/\1/p' "$1/pyproject.toml" | head -1 | grep .
 }

@@ -87,7 +87,9 @@ step in_root "$ROOT" 600 setpriv --reuid=nobody --regid=nogroup --clear-groups e
     "/build/$CHANGES" >"$DIST/lintian.txt" 2>&1
 LINTIAN=$?
 sed 's/^/  /' "$DIST/lintian.txt"
-[ -s "$DIST/lintian.txt" ] || say "lintian: nothing to say"
+tags() { grep -c "^$1: " "$DIST/lintian.txt"; }
+say "lintian: $(tags E) errors, $(tags W) warnings, $(tags I) info, $(tags P) pedantic," \
+    "$(tags X) experimental, $(tags O) overridden"
 
 echo
 dpkg-deb --info "$DIST/$DEB" | sed 's/^/  /'

@@ -441,6 +441,14 @@ def render_rrd8() -> str:
         f"config has an {bold('rpc')} section.",
     )
     page.item(
+        f"{bold('/run/rrd/rrd.sock')}, {bold('/run/rrd/')}{italic('NAME')}{bold('/rrd.sock')}",
+        f"The control sockets of {bold('rrd.service')} and {bold('rrd@')}{italic('NAME')}"
+        f"{bold('.service')}: as root, the",
+        f"commands find them for {bold('-c /etc/rrd/rr.yaml')} and "
+        f"{bold('-c /etc/rrd/')}{italic('NAME')}{bold('.yaml')},",
+        "and trust the unit's user serving them there.",
+    )
+    page.item(
         f"{italic('PIDFILE')} with the suffix {bold('.sock')}",
         f"The control socket otherwise, beside {bold('--pidfile')}:",
         f"{bold('/run/rrd/rrd.pid')} gives {bold('/run/rrd/rrd.sock')}.",
@@ -457,8 +465,15 @@ def render_rrd8() -> str:
         f"{bold('rrd reload --pidfile')} signals the pid it holds.",
     )
     page.item(
-        bold("/usr/lib/systemd/system/rrd.service"),
-        f"The systemd unit that runs {bold('rrd serve')}.",
+        f"{bold('/usr/lib/systemd/system/rrd.service')}, {bold('rrd@.service')}",
+        f"The systemd units that run {bold('rrd serve')}: one rrd on {bold('/etc/rrd/rr.yaml')},",
+        f"or one per application on {bold('/etc/rrd/')}{italic('NAME')}{bold('.yaml')}, as the "
+        "system user",
+        f"{bold('rrd')} (the Debian package makes it) or a dynamic user.",
+    )
+    page.item(
+        bold("/usr/share/rrd/examples/ticker_app.py"),
+        "The example Python worker that the Debian package's config runs.",
     )
 
     page.section("ENVIRONMENT")

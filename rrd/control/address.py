@@ -6,7 +6,11 @@ PHP workers get as RR_RPC); else a unix socket in a directory only rrd's user ca
 1. `$RUNTIME_DIRECTORY` (systemd's RuntimeDirectory=), as `rrd.sock`;
 2. beside `--pidfile`, when the pidfile's directory is safe (owned by rrd's uid or root, and
    writable by nobody else); else the pidfile is only a pidfile and the next rule applies;
-3. `/run/rrd/` as root, `$XDG_RUNTIME_DIR/rrd/` otherwise;
+3. `/run/rrd/` as root, `$XDG_RUNTIME_DIR/rrd/` otherwise; but root's CLI first looks for the
+   socket of the shipped units when the config is theirs: rrd.service serves /etc/rrd/rr.yaml
+   at /run/rrd/rrd.sock, rrd@NAME.service /etc/rrd/NAME.yaml at /run/rrd/NAME/rrd.sock (their
+   RuntimeDirectory=, owned by the unit's user: the CLI trusts that server by its peer
+   credentials, in client.py), so that `sudo rrd status -c /etc/rrd/rr.yaml` finds it;
 4. only when neither exists, `rrd-<uid>/` in the temp directory, created 0700 and refused when
    it is not a directory owned by that uid or is open to others (tmux's rule), so that another
    local user cannot create it first and answer in rrd's place.
@@ -31,6 +35,8 @@ from rrd.errors import RrdError
 SOCKET_NAME = "rrd.sock"
 RUN = Path("/run")
 """Where root's sockets go (as /run/rrd): systemd's and the FHS's runtime directory."""
+UNITS_CONFIG = Path("/etc/rrd")
+"""The configs of rrd.service and rrd@NAME.service (their ConfigurationDirectory=)."""
 
 EX_NOPERM = 77
 
@@ -69,8 +75,26 @@ def control_address(
         beside = Path(workdir, pidfile).with_suffix(".sock")
         if directory_problem(beside.parent, uid) is None:
             return f"unix://{beside}"
+    if uid == 0 and not create:
+        unit_socket = units_socket(source, run)
+        if unit_socket is not None:
+            return f"unix://{unit_socket}"
     folder = default_directory(env, uid, create=create, run=run)
     return f"unix://{folder / f'rrd-{zlib.crc32(str(source).encode()):08x}.sock'}"
+
+
+def units_socket(source: Path, run: Path = RUN) -> Path | None:
+    """The socket of the shipped unit serving `source`, when it is there: rrd.service's for
+    /etc/rrd/rr.yaml, else rrd@NAME.service's for /etc/rrd/NAME.yaml."""
+    if source.parent != UNITS_CONFIG or source.suffix != ".yaml":
+        return None
+    folders = [run / "rrd"] if source.name == "rr.yaml" else []
+    folders.append(run / "rrd" / source.stem)
+    for folder in folders:
+        candidate = folder / SOCKET_NAME
+        if candidate.is_socket():
+            return candidate
+    return None
 
 
 def default_directory(

@@ -26,16 +26,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 0
 fi
 
-SUITE=trixie
-MIRROR=${RRD_SYSTEMD_MIRROR:-http://deb.debian.org/debian}
-INCLUDE=systemd,systemd-sysv,dbus,python3,python3-venv,python3-systemd,util-linux,ca-certificates
-KEY=$(printf '%s minbase %s' "$SUITE" "$INCLUDE" | sha256sum | cut -c1-12)
-CACHE=/var/tmp/rrd-systemd-root-$KEY
 CLEAN_ENV=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 SYSTEMD_PAGER=)
 
 PASSED=0
 FAILED=0
-DEPS_CACHED=0
 WORK=""
 ROOT=""
 MERGED=""
@@ -151,7 +145,7 @@ if [ -z "$DEB" ]; then
     step bash "$REPO/tools/make-deb.sh" >/tmp/rrd-systemd-deb.log 2>&1 ||
         setup_failed "make deb failed: $(tail -5 /tmp/rrd-systemd-deb.log)"
     DEB=$REPO/dist/rrd_$(package_version "$REPO")_all.deb
-    say "built $DEB ($(du -k "$DEB" | cut -f1) KiB); lintian said $(grep -c . "$REPO/dist/lintian.txt") lines"
+    say "built $DEB ($(du -k "$DEB" | cut -f1) KiB); $(grep '^make deb: lintian:' /tmp/rrd-systemd-deb.log | cut -d' ' -f3-)"
 fi
 [ -f "$DEB" ] || setup_failed "no package at $DEB"
 

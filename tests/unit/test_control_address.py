@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,31 @@ def test_rpc_keys_are_checked_at_their_line(tmp_path: Path) -> None:
         load_config(path)
     path.write_text('version: "3"\nrpc:\n  allow_uids: [nobody, 1000]\n')
     assert load_config(path).rpc.allow_uids == ("nobody", "1000")  # type: ignore[union-attr]
+
+
+def test_roots_cli_finds_the_shipped_units_sockets(tmp_path: Path) -> None:
+    """rrd.service and rrd@shop.service listen in their RuntimeDirectory= (owned by the unit's
+    user): `sudo rrd status -c /etc/rrd/rr.yaml` must find them without RUNTIME_DIRECTORY."""
+    run = tmp_path / "run"
+    (run / "rrd" / "shop").mkdir(parents=True)
+
+    def cli(config: str, uid: int = 0, create: bool = False) -> str:
+        return control_address(Path(config), Path("/"), uid=uid, environ={}, run=run, create=create)
+
+    assert cli("/etc/rrd/rr.yaml").startswith(f"unix://{run}/rrd/rrd-")  # nothing listens yet
+    sockets = []
+    for path in (run / "rrd" / "rrd.sock", run / "rrd" / "shop" / "rrd.sock"):
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path))
+        sockets.append(listener)
+    try:
+        assert cli("/etc/rrd/rr.yaml") == f"unix://{run}/rrd/rrd.sock"
+        assert cli("/etc/rrd/shop.yaml") == f"unix://{run}/rrd/shop/rrd.sock"
+        assert cli("/etc/rrd/blog.yaml").startswith(f"unix://{run}/rrd/rrd-")
+        assert cli("/srv/app/rr.yaml").startswith(f"unix://{run}/rrd/rrd-")  # not the units'
+        assert not cli("/etc/rrd/rr.yaml", uid=1000).endswith("/rrd/rrd.sock")  # root's only
+        # the daemon never takes a unit's socket for its own
+        assert cli("/etc/rrd/rr.yaml", create=True).startswith(f"unix://{run}/rrd/rrd-")
+    finally:
+        for listener in sockets:
+            listener.close()
