@@ -441,7 +441,7 @@ def render_rrd8() -> str:
         f"config has an {bold('rpc')} section.",
     )
     page.item(
-        f"{bold('/run/rrd/rrd.sock')}, {bold('/run/rrd/')}{italic('NAME')}{bold('/rrd.sock')}",
+        f"{bold('/run/rrd/rrd.sock')}, {bold('/run/rrd-')}{italic('NAME')}{bold('/rrd.sock')}",
         f"The control sockets of {bold('rrd.service')} and {bold('rrd@')}{italic('NAME')}"
         f"{bold('.service')}: as root, the",
         f"commands find them for {bold('-c /etc/rrd/rr.yaml')} and "

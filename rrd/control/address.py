@@ -8,7 +8,7 @@ PHP workers get as RR_RPC); else a unix socket in a directory only rrd's user ca
    writable by nobody else); else the pidfile is only a pidfile and the next rule applies;
 3. `/run/rrd/` as root, `$XDG_RUNTIME_DIR/rrd/` otherwise; but root's CLI first looks for the
    socket of the shipped units when the config is theirs: rrd.service serves /etc/rrd/rr.yaml
-   at /run/rrd/rrd.sock, rrd@NAME.service /etc/rrd/NAME.yaml at /run/rrd/NAME/rrd.sock (their
+   at /run/rrd/rrd.sock, rrd@NAME.service /etc/rrd/NAME.yaml at /run/rrd-NAME/rrd.sock (their
    RuntimeDirectory=, owned by the unit's user: the CLI trusts that server by its peer
    credentials, in client.py), so that `sudo rrd status -c /etc/rrd/rr.yaml` finds it;
 4. only when neither exists, `rrd-<uid>/` in the temp directory, created 0700 and refused when
@@ -89,7 +89,7 @@ def units_socket(source: Path, run: Path = RUN) -> Path | None:
     if source.parent != UNITS_CONFIG or source.suffix != ".yaml":
         return None
     folders = [run / "rrd"] if source.name == "rr.yaml" else []
-    folders.append(run / "rrd" / source.stem)
+    folders.append(run / f"rrd-{source.stem}")
     for folder in folders:
         candidate = folder / SOCKET_NAME
         if candidate.is_socket():

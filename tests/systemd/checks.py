@@ -23,6 +23,16 @@ from typing import Any
 
 UNIT = "rrd.service"
 CONFIG = "/etc/rrd/rr.yaml"
+SHOP = "/etc/rrd/shop.yaml"  # an admin's config for rrd@shop (not the package's)
+SHOP_UNIT = "rrd@shop.service"
+SHOP_CONFIG = """version: "3"
+server:
+  command: "python3 /usr/share/rrd/examples/ticker_app.py"
+ticker:
+  interval: 500ms
+  pool:
+    num_workers: 1
+"""
 WORKER = "/usr/lib/rrd-test/ticker_worker.py"
 UNITS_DIR = "/usr/lib/systemd/system"  # where the package put the shipped units
 PYTHON = "/usr/bin/python3"  # Debian's, which the package depends on
@@ -103,21 +113,22 @@ class Container:
             )
         return done.stdout
 
-    def show(self, *props: str) -> dict[str, str]:
-        out = self.ok("systemctl", "show", UNIT, *(f"-p{p}" for p in props))
+    def show(self, *props: str, unit: str = UNIT) -> dict[str, str]:
+        out = self.ok("systemctl", "show", unit, *(f"-p{p}" for p in props))
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def prop(self, name: str) -> str:
         return self.show(name).get(name, "")
 
-    def rrd(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """The rrd CLI as an operator runs it: as root, finding the socket in /run/rrd."""
-        return self.run(
-            "rrd", *args, "-c", CONFIG, timeout=timeout, env=("RUNTIME_DIRECTORY=/run/rrd",)
-        )
+    def rrd(
+        self, *args: str, config: str = CONFIG, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """The rrd CLI as an operator runs it: as root, with the unit's config (from which it
+        finds the unit's socket in /run/rrd)."""
+        return self.run("rrd", *args, "-c", config, timeout=timeout)
 
-    def status(self) -> dict[str, Any]:
-        done = self.rrd("status", "--json")
+    def status(self, config: str = CONFIG) -> dict[str, Any]:
+        done = self.rrd("status", "--json", config=config)
         if done.returncode != 0:
             raise Failed(f"`rrd status --json` exited {done.returncode}: {done.stderr.strip()}")
         return json.loads(done.stdout)
@@ -128,12 +139,12 @@ class Container:
             raise Failed(f"`rrd workers --json` exited {done.returncode}: {done.stderr.strip()}")
         return {row["pid"] for rows in json.loads(done.stdout).values() for row in rows}
 
-    def unit_processes(self) -> dict[int, str]:
+    def unit_processes(self, unit: str = UNIT) -> dict[int, str]:
         """Every process in the unit's cgroup: pid -> command line."""
         done = self.run(
             "busctl", "--json=short", "call", "org.freedesktop.systemd1",
             "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
-            "GetUnitProcesses", "s", UNIT,
+            "GetUnitProcesses", "s", unit,
         )  # fmt: skip
         if done.returncode != 0:
             return {}  # an inactive unit has no processes (and no cgroup)
@@ -561,6 +572,30 @@ class Stage:
             f"grandchildren {sorted(left)}"
         )
 
+    # P7
+    def instance(self) -> str:
+        """rrd@shop from the package, beside rrd.service: its own config, dynamic user and
+        socket, which root's CLI finds from the config alone. It stays up for P3 and P4."""
+        self.box.ok("sh", "-c", f"umask 022; cat > {SHOP}", stdin=SHOP_CONFIG)
+        started = self.box.run("systemctl", "start", SHOP_UNIT, timeout=60)
+        if started.returncode != 0:
+            said = [text(e.get("MESSAGE")) for e in self.box.journal(unit=SHOP_UNIT)[-6:]]
+            raise Failed(f"`systemctl start {SHOP_UNIT}` exited {started.returncode}: {said}")
+        state = self.box.show("ActiveState", "MainPID", "StatusText", unit=SHOP_UNIT)
+        if state["ActiveState"] != "active" or "ticker: 1/1 workers" not in state["StatusText"]:
+            raise Failed(f"{SHOP_UNIT} after start: {state}")
+        report = self.box.status(config=SHOP)
+        if report["pid"] != int(state["MainPID"]) or report["config"] != SHOP:
+            raise Failed(f"`rrd status -c {SHOP}` reached pid {report['pid']} serving "
+                         f"{report['config']}, not {SHOP_UNIT}'s {state['MainPID']}")  # fmt: skip
+        uid = int(self.box.ok("stat", "-c", "%u", f"/proc/{state['MainPID']}").strip())
+        if uid in (0, self.uid_of("rrd")):
+            raise Failed(f"{SHOP_UNIT} runs as uid {uid}, not a dynamic user of its own")
+        return (
+            f"{SHOP_UNIT} up ({state['StatusText']!r}) as uid {uid}; `rrd status -c {SHOP}` "
+            f"reached it at /run/rrd-shop/rrd.sock"
+        )
+
     # P3
     def reinstall(self) -> str:
         """The upgrade path: apt installs the same package again; the postinst restarts the
@@ -570,6 +605,7 @@ class Stage:
             self.box.ok("systemctl", "start", UNIT, timeout=60)
         pid = wait_until("the unit serving", self.serving, 30) and self.main_pid()
         procs = set(self.box.unit_processes())
+        shop_pid = self.box.show("MainPID", unit=SHOP_UNIT)["MainPID"]
         edited = self.box.ok("cat", CONFIG)
         cursor = self.box.cursor()
         began = time.monotonic()
@@ -588,9 +624,13 @@ class Stage:
             raise Failed(f"rrd {pid} did not stop gracefully: {stopped}")
         if self.box.ok("cat", CONFIG) != edited:
             raise Failed(f"the upgrade did not keep the edited {CONFIG}")
+        shop = self.box.show("ActiveState", "MainPID", unit=SHOP_UNIT)
+        if shop["ActiveState"] != "active" or shop["MainPID"] in ("0", shop_pid):
+            raise Failed(f"{SHOP_UNIT} was not restarted by the upgrade: {shop_pid} -> {shop}")
         return (
             f"apt took {took:.1f}s; rrd {pid} stopped (exit 0) and {state['MainPID']} serves; "
-            f"the old {len(procs)} processes are gone; the edited config was kept"
+            f"the old {len(procs)} processes are gone; the edited config was kept; "
+            f"{SHOP_UNIT} {shop_pid} -> {shop['MainPID']}"
         )
 
     # P4
@@ -601,12 +641,16 @@ class Stage:
             self.box.ok("systemctl", "start", UNIT, timeout=60)
         pid = wait_until("the unit serving", self.serving, 30) and self.main_pid()
         procs = set(self.box.unit_processes())
+        shop_procs = set(self.box.unit_processes(SHOP_UNIT))
+        if not shop_procs:
+            raise Failed(f"{SHOP_UNIT} is not running before the removal (P7 starts it)")
         uid = self.uid_of("rrd")
         self.box.apt("remove", "rrd")
-        state = self.box.show("ActiveState", "LoadState")
-        if state.get("ActiveState") != "inactive":
-            raise Failed(f"after apt remove the unit is {state}")
-        left = self.box.alive(procs)
+        for unit in (UNIT, SHOP_UNIT):
+            state = self.box.show("ActiveState", "LoadState", unit=unit)
+            if state.get("ActiveState") != "inactive":
+                raise Failed(f"after apt remove {unit} is {state}")
+        left = self.box.alive(procs | shop_procs)
         theirs = {p for p, u in self.box.uids_running().items() if u == uid}
         if left or theirs:
             raise Failed(f"left running: {sorted(left | theirs)}")
@@ -615,8 +659,8 @@ class Stage:
         if self.box.run("test", "-f", CONFIG).returncode != 0:
             raise Failed(f"apt remove took {CONFIG} (only purge may)")
         return (
-            f"rrd {pid} and its {len(procs) - 1} workers gone, no process of uid {uid}; unit "
-            f"{state['LoadState']}; {CONFIG} kept"
+            f"rrd {pid} and its {len(procs) - 1} workers gone, {SHOP_UNIT}'s "
+            f"{len(shop_procs)} processes too, no process of uid {uid}; {CONFIG} kept"
         )
 
     # P5
@@ -627,17 +671,27 @@ class Stage:
         self.box.apt("purge", "rrd")
         left = [
             path
-            for path in ("/etc/rrd", "/var/lib/private/rrd", "/var/lib/rrd")
+            for path in (
+                CONFIG,
+                "/var/lib/private/rrd",
+                "/var/lib/rrd",
+                "/var/lib/private/rrd-shop",
+            )
             if self.box.run("test", "-e", path).returncode == 0
         ]
         if left:
             raise Failed(f"apt purge left {left}")
+        # The admin's own file is not the package's to take, nor is the directory holding it.
+        kept = self.box.ok("ls", "-A", "/etc/rrd").split()
+        if kept != ["shop.yaml"]:
+            raise Failed(f"after the purge /etc/rrd holds {kept}, expected the admin's shop.yaml")
+        self.box.ok("rm", "-r", "/etc/rrd")
         status = self.box.run("dpkg-query", "-W", "-f=${Status}", "rrd").stdout
         if "not-installed" not in status and status:
             raise Failed(f"dpkg still knows rrd: {status!r}")
         return (
             f"{CONFIG} and {'the state in /var/lib/private/rrd' if state_dir else 'no state'} "
-            f"removed; user rrd kept (uid {self.uid_of('rrd')})"
+            f"removed, the admin's {SHOP} kept; user rrd kept (uid {self.uid_of('rrd')})"
         )
 
     # P6
@@ -906,6 +960,7 @@ def main() -> int:
     stage.check("5 watchdog-restart", stage.watchdog)
     stage.check("6 kill9-leaves-nothing", stage.kill9)
     stage.check("13 probes-and-metrics", stage.probes_and_metrics)
+    stage.check("P7 instance-beside-it", stage.instance)
     stage.check("P3 reinstall-restarts", stage.reinstall)
     stage.check("8 stop-success", stage.stop)
     stage.check("7 journal-entries", stage.journal_entries)

@@ -144,20 +144,21 @@ def test_roots_cli_finds_the_shipped_units_sockets(tmp_path: Path) -> None:
     """rrd.service and rrd@shop.service listen in their RuntimeDirectory= (owned by the unit's
     user): `sudo rrd status -c /etc/rrd/rr.yaml` must find them without RUNTIME_DIRECTORY."""
     run = tmp_path / "run"
-    (run / "rrd" / "shop").mkdir(parents=True)
+    (run / "rrd").mkdir(parents=True)
+    (run / "rrd-shop").mkdir()
 
     def cli(config: str, uid: int = 0, create: bool = False) -> str:
         return control_address(Path(config), Path("/"), uid=uid, environ={}, run=run, create=create)
 
     assert cli("/etc/rrd/rr.yaml").startswith(f"unix://{run}/rrd/rrd-")  # nothing listens yet
     sockets = []
-    for path in (run / "rrd" / "rrd.sock", run / "rrd" / "shop" / "rrd.sock"):
+    for path in (run / "rrd" / "rrd.sock", run / "rrd-shop" / "rrd.sock"):
         listener = socket.socket(socket.AF_UNIX)
         listener.bind(str(path))
         sockets.append(listener)
     try:
         assert cli("/etc/rrd/rr.yaml") == f"unix://{run}/rrd/rrd.sock"
-        assert cli("/etc/rrd/shop.yaml") == f"unix://{run}/rrd/shop/rrd.sock"
+        assert cli("/etc/rrd/shop.yaml") == f"unix://{run}/rrd-shop/rrd.sock"
         assert cli("/etc/rrd/blog.yaml").startswith(f"unix://{run}/rrd/rrd-")
         assert cli("/srv/app/rr.yaml").startswith(f"unix://{run}/rrd/rrd-")  # not the units'
         assert not cli("/etc/rrd/rr.yaml", uid=1000).endswith("/rrd/rrd.sock")  # root's only
