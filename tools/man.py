@@ -82,6 +82,18 @@ def italic(text: str) -> str:
     return f"\\fI{lit(text)}\\fR"
 
 
+def _wrap(line: str, width: int) -> list[str]:
+    """`line` in pieces of at most `width` characters, broken at plain spaces only: never at an
+    escaped one (`\\ `, which would leave a line ending in a backslash, joined to the next)."""
+    pieces: list[str] = []
+    for word in re.split(r"(?<!\\) +", line):
+        if pieces and len(pieces[-1]) + 1 + len(word) <= width:
+            pieces[-1] += " " + word
+        else:
+            pieces.append(word)
+    return pieces
+
+
 class Page:
     """A man(7) page as lines of roff: macros, and text lines already escaped."""
 
@@ -104,13 +116,16 @@ class Page:
         self.lines.append(" ".join([f".{name}", *quoted]))
 
     def text(self, line: str) -> None:
-        """One text line; a leading dot or apostrophe would make it a request."""
+        """One text line, as source lines of at most 80 characters where it has spaces to
+        break at (roff fills them back into one; lintian and mandoc frown on longer ones); a
+        leading dot or apostrophe would make one a request."""
         line = line.strip()
         if not line:
             raise ValueError("a blank text line is a paragraph break in roff; use .PP")
         if "\n" in line:
             raise ValueError(f"one line at a time: {line!r}")
-        self.lines.append(f"\\&{line}" if line[0] in ".'" else line)
+        for part in _wrap(line, 80):
+            self.lines.append(f"\\&{part}" if part[0] in ".'" else part)
 
     def section(self, name: str) -> None:
         self.macro("SH", name)
