@@ -347,10 +347,11 @@ class Stage:
         ]
         if warnings:
             raise Failed(f"rrd warned on the shipped config: {warnings}")
+        rss = self.box.ok("sed", "-n", "s/^VmRSS:[[:space:]]*//p", f"/proc/{pid}/status").strip()
         return (
             f"apt installed rrd and {int(added[1]) - 1 if added else '?'} other packages in "
             f"{took:.1f}s; enabled, active as user rrd (uid {uid}), "
-            f"{state['StatusText']!r}, ticks delivered"
+            f"{state['StatusText']!r}, ticks delivered; rrd's RSS {rss}"
         )
 
     # P2
