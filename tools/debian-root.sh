@@ -8,13 +8,25 @@
 # cache is rebuilt. A run works in a throwaway overlay of it (or a copy where overlayfs does not
 # work), so that the cache is only ever written while it is built, under its lock.
 #
-# The caller defines say MESSAGE, fail MESSAGE (does not return) and step COMMAND... (runs a
-# long command so that a signal is acted on at once), and unmounts $MERGED when it is done.
+# The caller defines say MESSAGE and fail MESSAGE (does not return), stops $CHILD (the step
+# running) on a signal, and unmounts $MERGED when it is done.
 # Needs root; installs debootstrap and systemd-container with apt-get when they are missing.
 
 SUITE=trixie
 MIRROR=${RRD_DEBIAN_MIRROR:-${RRD_SYSTEMD_MIRROR:-http://deb.debian.org/debian}}
 ROOT_ENV=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive)
+CHILD=""
+
+# A long step runs in the background and is waited for, so that a signal is acted on at once
+# (bash runs a trap only once the foreground command is done) and the step can be stopped.
+step() {
+    "$@" &
+    CHILD=$!
+    wait "$CHILD"
+    local code=$?
+    CHILD=""
+    return $code
+}
 
 # debootstrap and systemd-nspawn, from the host's Debian.
 host_tools() {

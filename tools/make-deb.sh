@@ -19,16 +19,6 @@ fail() {
     printf 'make deb: FAILED: %s\n' "$*" >&2
     exit 1
 }
-CHILD=""
-step() {
-    "$@" &
-    CHILD=$!
-    wait "$CHILD"
-    local code=$?
-    CHILD=""
-    return $code
-}
-
 if [ "$(id -u)" -ne 0 ]; then
     echo "make deb: needs root (it builds in a Debian 13 root made with debootstrap); try sudo" >&2
     exit 77

@@ -187,14 +187,12 @@ class Container:
             )
         return done.stdout
 
-    def uids_running(self) -> dict[int, int]:
-        """Every process in the container (but PID 1's own): pid -> real uid."""
-        out = self.ok(
-            "sh", "-c", 'for s in /proc/[0-9]*/status; do p=${s#/proc/}; '
-            'u=$(sed -n "s/^Uid:[[:space:]]*\\([0-9]*\\).*/\\1/p" "$s" 2>/dev/null) && '
-            '[ -n "$u" ] && echo "${p%/status} $u"; done; true',
-        )  # fmt: skip
-        return {int(p): int(u) for p, u in (line.split() for line in out.splitlines())}
+    def process_uids(self, *pids: int) -> dict[int, int]:
+        """pid -> uid (the owner of its /proc entry) of each of `pids`, or of every process."""
+        targets = " ".join(f"/proc/{pid}" for pid in pids) or "/proc/[0-9]*"
+        out = self.ok("sh", "-c", f"stat -c '%n %u' {targets} 2>/dev/null; true")
+        pairs = (line.split() for line in out.splitlines())
+        return {int(name.removeprefix("/proc/")): int(uid) for name, uid in pairs}
 
     def write_config(self, text: str) -> None:
         """An editor's atomic save: a temporary file in the same directory, renamed over."""
@@ -248,6 +246,18 @@ def wait_until(what: str, predicate: Callable[[], Any], timeout: float, every: f
         time.sleep(every)
 
 
+def holds(what: str, predicate: Callable[[], Any], seconds: float, every: float = 0.1) -> None:
+    """Failed unless `predicate` is true at every look for `seconds`: a window in which
+    something must not happen is watched all along, not slept through."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if not predicate():
+            raise Failed(f"{what} stopped holding")
+        if time.monotonic() > deadline:
+            return
+        time.sleep(every)
+
+
 class Stage:
     def __init__(self, box: Container, deb: str) -> None:
         self.box = box
@@ -293,6 +303,12 @@ class Stage:
         self.main_pids.add(int(state["MainPID"]))
         return state
 
+    def running(self) -> int:
+        """rrd's MainPID once the unit serves, started first if it is not active."""
+        if self.box.prop("ActiveState") != "active":
+            self.box.ok("systemctl", "start", UNIT, timeout=60)
+        return int(wait_until("the unit serving", self.serving, 30)["MainPID"])
+
     def ticks_delivered(self) -> int:
         return int(self.box.status()["plugins"]["ticker"]["ticks"]["delivered"])
 
@@ -314,9 +330,8 @@ class Stage:
         state = wait_until("the installed unit serving 2/2 workers", self.serving, 30)
         pid = int(state["MainPID"])
         uid = self.uid_of("rrd")
-        running_as = self.box.ok("sed", "-n", "s/^Uid:[[:space:]]*\\([0-9]*\\).*/\\1/p",
-                                 f"/proc/{pid}/status").strip()  # fmt: skip
-        if int(running_as) != uid:
+        running_as = self.box.process_uids(pid).get(pid)
+        if running_as != uid:
             raise Failed(f"rrd {pid} runs as uid {running_as}, not the user rrd ({uid})")
         delivered = wait_until("ticks delivered", lambda: self.ticks_delivered() >= 2, 10)
         assert delivered
@@ -589,7 +604,7 @@ class Stage:
         if report["pid"] != int(state["MainPID"]) or report["config"] != SHOP:
             raise Failed(f"`rrd status -c {SHOP}` reached pid {report['pid']} serving "
                          f"{report['config']}, not {SHOP_UNIT}'s {state['MainPID']}")  # fmt: skip
-        uid = int(self.box.ok("stat", "-c", "%u", f"/proc/{state['MainPID']}").strip())
+        uid = self.box.process_uids(int(state["MainPID"]))[int(state["MainPID"])]
         if uid in (0, self.uid_of("rrd")):
             raise Failed(f"{SHOP_UNIT} runs as uid {uid}, not a dynamic user of its own")
         return (
@@ -602,9 +617,7 @@ class Stage:
         """The upgrade path: apt installs the same package again; the postinst restarts the
         unit (dh_installsystemd: the old rrd is stopped gracefully, the new one started), and
         the edited conffile is kept."""
-        if self.box.prop("ActiveState") != "active":
-            self.box.ok("systemctl", "start", UNIT, timeout=60)
-        pid = wait_until("the unit serving", self.serving, 30) and self.main_pid()
+        pid = self.running()
         procs = set(self.box.unit_processes())
         shop_pid = self.box.show("MainPID", unit=SHOP_UNIT)["MainPID"]
         edited = self.box.ok("cat", CONFIG)
@@ -638,9 +651,7 @@ class Stage:
     def remove(self) -> str:
         """`apt remove rrd`: the unit is stopped and not a process of it, or of the user rrd,
         is left; the config stays (as remove keeps conffiles), the program goes."""
-        if self.box.prop("ActiveState") != "active":
-            self.box.ok("systemctl", "start", UNIT, timeout=60)
-        pid = wait_until("the unit serving", self.serving, 30) and self.main_pid()
+        pid = self.running()
         procs = set(self.box.unit_processes())
         shop_procs = set(self.box.unit_processes(SHOP_UNIT))
         if not shop_procs:
@@ -652,7 +663,7 @@ class Stage:
             if state.get("ActiveState") != "inactive":
                 raise Failed(f"after apt remove {unit} is {state}")
         left = self.box.alive(procs | shop_procs)
-        theirs = {p for p, u in self.box.uids_running().items() if u == uid}
+        theirs = {p for p, u in self.box.process_uids().items() if u == uid}
         if left or theirs:
             raise Failed(f"left running: {sorted(left | theirs)}")
         if self.box.run("test", "-e", "/usr/bin/rrd").returncode == 0:
@@ -888,10 +899,17 @@ class Stage:
             done = self.box.run("systemctl", "start", UNIT, timeout=60)
             if done.returncode == 0:
                 raise Failed("`systemctl start` succeeded with a broken config")
-            time.sleep(1.5)  # a restart would come after RestartSec=200ms
-            state = self.box.show("ActiveState", "ExecMainStatus")
-            if (state["ActiveState"], state["ExecMainStatus"]) != ("failed", "78"):
-                raise Failed(f"expected failed with exit 78, got {state}")
+            state: dict[str, str] = {}
+
+            def failed_78() -> bool:
+                state.update(self.box.show("ActiveState", "ExecMainStatus"))
+                return (state["ActiveState"], state["ExecMainStatus"]) == ("failed", "78")
+
+            # A restart would come after RestartSec=200ms: the unit must stay failed all along.
+            try:
+                holds("the unit failed with exit 78", failed_78, 1.5)
+            except Failed:
+                raise Failed(f"expected failed with exit 78 throughout 1.5s, got {state}") from None
             restarts = [m for m in self.box.systemd_says(cursor) if "Scheduled restart" in m]
             if restarts:
                 raise Failed(f"exit 78 was restarted: {restarts}")

@@ -35,7 +35,6 @@ ROOT=""
 MERGED=""
 NSPAWN=""
 LEADER=""
-CHILD=""
 
 say() { printf 'test-systemd: %s\n' "$*"; }
 
@@ -46,16 +45,10 @@ setup_failed() {
     exit 1
 }
 
-# A long step runs in the background and is waited for, so that a signal is acted on at once
-# (bash runs a trap only once the foreground command is done) and the step can be stopped.
-step() {
-    "$@" &
-    CHILD=$!
-    wait "$CHILD"
-    local code=$?
-    CHILD=""
-    return $code
-}
+fail() { setup_failed "$@"; }
+# step, and the Debian roots; sets CHILD, which finish() stops.
+# shellcheck source=tools/debian-root.sh
+. "$REPO/tools/debian-root.sh"
 
 # Run a command inside the container, with a clean environment and a timeout.
 inside() {
@@ -134,9 +127,6 @@ trap 'exec >&3 2>&4; say "interrupted"; exit 130' INT TERM
 
 # --- The package, and the Debian 13 root it goes into -----------------------------------------
 
-fail() { setup_failed "$@"; }
-# shellcheck source=tools/debian-root.sh
-. "$REPO/tools/debian-root.sh"
 host_tools
 
 DEB=${RRD_DEB:-}

@@ -24,7 +24,7 @@ SCRIPTS = [
 def test_the_list_is_every_shell_script() -> None:
     found = {
         str(path.relative_to(REPO))
-        for folder in ("tools", "tests/systemd", "debian", ".ci", "bench")
+        for folder in ("tools", "tests/systemd", "debian", ".ci")
         for path in (REPO / folder).rglob("*")
         if path.is_file()
         and (
